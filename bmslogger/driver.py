@@ -1,0 +1,86 @@
+"""The base every device driver extends: one device's conversation over one transport.
+
+A driver knows which requests to send, in what order, how long to wait for each answer
+(wire time at the line's baud rate plus the device's turnaround, never a fixed sleep),
+when to retry, and how decoded values become `Point`s. It knows nothing about sinks or
+scheduling and never logs above DEBUG: the scheduler decides what a failure is worth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bmslogger.errors import WriteRefusedError
+from bmslogger.model import DeviceConfig, PollResult, WriteSpec
+from bmslogger.stats import Counters
+from bmslogger.transport import Transport
+
+
+class Driver:
+    """Subclass per device family; implement `poll` and, where the plugin has them,
+    `run_task` and `_write`.
+
+    `clock` returns wall time in nanoseconds (for point timestamps); tests may replace it.
+    """
+
+    #: Commands that change the device; listed here and in the DeviceType.
+    WRITES: tuple[WriteSpec, ...] = ()
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        transport: Transport,
+        counters: Counters | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.device = device
+        self.options = device.options
+        self.transport = transport
+        self.counters = counters if counters is not None else Counters()
+        self.clock = clock
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(type(self).__module__), {"device": device.name}
+        )
+
+    @property
+    def base_tags(self) -> dict[str, str]:
+        """Tags every point of this device carries."""
+        return {"device": self.device.name, "plugin": self.device.plugin}
+
+    def poll(self) -> PollResult:
+        """Read everything the logger records on every interval. Keep what was read when a
+        part fails: return the points with the failures listed in `errors`."""
+        raise NotImplementedError
+
+    def run_task(self, task: str) -> PollResult:
+        """Run an extra scheduled task (`TaskSpec`) by name."""
+        raise KeyError(f"{self.device.plugin} has no task {task!r}")
+
+    def write(self, name: str, value: str, confirmed: bool = False) -> Mapping[str, Any]:
+        """Send a command that changes the device, after every guard.
+
+        Refused (nothing sent) unless the device's options say ``allow_writes = true``,
+        the command is one the plugin declares, and a command that needs confirmation got
+        it. Returns what the device answered, for the CLI to print.
+        """
+        spec = next((w for w in self.WRITES if w.name == name), None)
+        if spec is None:
+            known = ", ".join(w.name for w in self.WRITES) or "none"
+            raise WriteRefusedError(
+                f"{self.device.plugin} has no command {name!r} (commands: {known})"
+            )
+        if not self.options.get("allow_writes", False):
+            raise WriteRefusedError(
+                f"refusing {name!r} on {self.device.name}: writes change the device and are "
+                "off; set allow_writes = true for this device (or --option allow_writes=true)"
+            )
+        if spec.needs_confirmation and not confirmed:
+            raise WriteRefusedError(f"{name!r} needs --confirm: {spec.description}")
+        self.log.info("write %s=%s on %s", name, value, self.device.name)
+        return self._write(name, value)
+
+    def _write(self, name: str, value: str) -> Mapping[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,142 @@
+"""The device side of a protocol, and the faults every simulated line can inject.
+
+A plugin's simulator is a state machine: it is fed the bytes the host sends (in any
+chunking), and returns `Transmission`s, the answer bytes with the silence before them.
+It never sleeps or touches a port; `bmslogger.simline` plays transmissions onto a
+pseudo-terminal, a TCP socket or the in-process ``sim://`` line, paced at the baud rate.
+
+Faults that every protocol shares live here, so each simulator gets them for free; a
+plugin only says how to corrupt its checksum and what a "wrong answer" looks like, and
+may add its own (Daly's echo while asleep). Faults are chosen with the common options
+``fault=checksum,noise`` and ``fault_rate=0.05``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from bmslogger.model import PortSettings
+from bmslogger.options import Option, Options
+
+#: Faults every simulator supports. Each applies to one answer (`fault_rate` decides which).
+FAULTS = {
+    "checksum": "the answer's checksum is wrong",
+    "truncate": "the answer is cut short",
+    "noise": "stray bytes arrive before the answer",
+    "silence": "no answer at all",
+    "wrong": "a valid answer to a different request",
+    "slow": "the answer trickles in with gaps between bytes, well inside a sane deadline",
+    "late": "the answer comes after any sane deadline, and lands in the next exchange",
+}
+
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("fault", "str_list", (), "faults to inject: " + ", ".join(FAULTS)),
+    Option("fault_rate", "float", 1.0, "share of answers a fault hits", min=0.0, max=1.0),
+    Option("seed", "int", 0, "seed for values and faults; same seed, same session"),
+    Option("baudrate", "int", 0, "line speed to emulate; 0 = the device's default", min=0),
+    Option("turnaround", "duration", -1.0, "answer latency; negative = the device's default"),
+)
+
+
+@dataclass(frozen=True)
+class Transmission:
+    """Bytes the device sends, after `delay_s` of silence counted from the end of the
+    request (or from now, for unsolicited broadcasts). `gap_s` is extra silence between
+    bytes, for the ``slow`` fault."""
+
+    data: bytes
+    delay_s: float = 0.0
+    gap_s: float = 0.0
+
+
+class Simulator:
+    """Base class for a device simulator. Subclasses implement `receive` (and, for devices
+    that talk without being asked, `broadcast`).
+
+    `OPTIONS` are the plugin's own settings (cell count, board number, ...). `options`
+    passed in hold both those and `COMMON_OPTIONS`, validated.
+    """
+
+    OPTIONS: tuple[Option, ...] = ()
+    #: set by subclasses from their DeviceType's port_defaults
+    PORT_DEFAULTS: PortSettings = PortSettings()
+    #: seconds between unsolicited transmissions, or None for a purely polled device
+    broadcast_interval_s: float | None = None
+
+    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.clock = clock
+        self.random = random.Random(options.get("seed", 0))
+        self.fault_random = random.Random((options.get("seed", 0) or 0) + 1)
+        self.faults = tuple(options.get("fault", ()))
+        self.fault_rate = float(options.get("fault_rate", 1.0))
+        self.faults_injected: dict[str, int] = {}
+        settings = self.PORT_DEFAULTS
+        if options.get("baudrate"):
+            settings = replace(settings, baudrate=int(options["baudrate"]))
+        if options.get("turnaround", -1.0) >= 0:
+            settings = replace(settings, turnaround_s=float(options["turnaround"]))
+        self.port_settings = settings
+
+    @classmethod
+    def all_options(cls) -> tuple[Option, ...]:
+        return tuple(cls.OPTIONS) + COMMON_OPTIONS
+
+    # --- what subclasses implement ---------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Transmission]:
+        """Take bytes from the host; return the answers to every request now complete."""
+        raise NotImplementedError
+
+    def broadcast(self) -> list[Transmission]:
+        """Unsolicited transmissions due now (devices in broadcast mode)."""
+        return []
+
+    def corrupt_checksum(self, data: bytes) -> bytes:
+        """The same answer with a wrong checksum. Default: flip the last byte's low bit."""
+        return data[:-1] + bytes([data[-1] ^ 0x01]) if data else data
+
+    def wrong_answer(self, data: bytes) -> bytes:
+        """A valid answer, but not to the request in hand. Default: the answer repeated
+        from the previous exchange."""
+        previous = getattr(self, "_previous_answer", b"")
+        return previous or data
+
+    # --- fault machinery (core) ---------------------------------------------------------
+
+    def handle(self, data: bytes) -> list[Transmission]:
+        """`receive`, then the configured faults. This is what lines call."""
+        out: list[Transmission] = []
+        for tx in self.receive(data):
+            out.extend(self._inject(tx))
+            self._previous_answer = tx.data
+        return out
+
+    def _inject(self, tx: Transmission) -> list[Transmission]:
+        if not self.faults or self.fault_random.random() >= self.fault_rate:
+            return [tx]
+        fault = self.fault_random.choice(self.faults)
+        self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
+        turnaround = self.port_settings.turnaround_s
+        if fault == "checksum":
+            return [replace(tx, data=self.corrupt_checksum(tx.data))]
+        if fault == "truncate":
+            cut = self.fault_random.randrange(1, max(2, len(tx.data)))
+            return [replace(tx, data=tx.data[:cut])]
+        if fault == "noise":
+            junk = bytes(self.fault_random.randrange(256) for _ in range(self.fault_random.randrange(1, 8)))
+            return [replace(tx, data=junk + tx.data)]
+        if fault == "silence":
+            return []
+        if fault == "wrong":
+            return [replace(tx, data=self.wrong_answer(tx.data))]
+        if fault == "slow":
+            # twice the turnaround and a gap of two byte-times between bytes
+            return [replace(tx, delay_s=tx.delay_s + turnaround,
+                            gap_s=2 * self.port_settings.wire_time(1))]
+        if fault == "late":
+            return [replace(tx, delay_s=tx.delay_s + 2.0)]
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")

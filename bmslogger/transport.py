@@ -1,0 +1,171 @@
+"""Opening the line a config names, and byte I/O with deadlines, over pyserial.
+
+A port is one of:
+
+* a device path: ``/dev/ttyUSB0``, ``/dev/serial/by-id/usb-FTDI_...``, ``COM3``;
+* ``usb:VID:PID[:SERIAL]``: a USB adapter by identity, looked up in pyserial's port list at
+  every open, so an adapter that comes back as another ttyUSB after a re-plug is found;
+* ``socket://host:port``: a raw RS-485/RS-232-to-TCP bridge;
+* ``rfc2217://host:port``: a bridge speaking Telnet COM-port control;
+* ``sim://PLUGIN?key=value``: an in-process simulator on an emulated line
+  (`bmslogger.simline`), paced at the baud rate.
+
+Everything but ``usb:`` and ``sim://`` goes to pyserial's ``serial_for_url``. pyserial and
+socket errors never escape: they become `PortUnavailableError` (cannot open) or
+`TransportError` (failed mid-conversation).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from bmslogger.errors import PortUnavailableError, TransportError
+from bmslogger.model import PortSettings
+
+_USB_RE = re.compile(r"^usb:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::(.+))?$")
+
+
+def parse_usb(url: str) -> tuple[int, int, str | None] | None:
+    """``usb:0403:6001:AB0CDEF`` → (0x0403, 0x6001, "AB0CDEF"); None if not a usb: URL."""
+    m = _USB_RE.match(url)
+    if not m:
+        return None
+    return int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+
+
+def resolve_port(url: str) -> str:
+    """The URL pyserial should open: ``usb:`` looked up now, ``serial://`` stripped."""
+    if url.startswith("serial://"):
+        return url[len("serial://"):]
+    usb = parse_usb(url)
+    if usb is None:
+        if url.startswith("usb:"):
+            raise PortUnavailableError(
+                f"{url}: expected usb:VID:PID or usb:VID:PID:SERIAL with 4-digit hex ids"
+            )
+        return url
+    from serial.tools import list_ports
+
+    vid, pid, serial_number = usb
+    matches = [
+        p for p in list_ports.comports()
+        if p.vid == vid and p.pid == pid and (serial_number is None or p.serial_number == serial_number)
+    ]
+    if not matches:
+        raise PortUnavailableError(f"{url}: no USB serial adapter with that identity is plugged in")
+    if len(matches) > 1 and serial_number is None:
+        names = ", ".join(sorted(p.device for p in matches))
+        raise PortUnavailableError(
+            f"{url}: {len(matches)} adapters match ({names}); add the serial number "
+            "(see bmslogger list-ports)"
+        )
+    return sorted(p.device for p in matches)[0]
+
+
+def port_identity(url: str) -> str:
+    """A file-name-safe name of the physical line, the same for every spelling of it.
+
+    ``/dev/serial/by-id/usb-FTDI...`` and ``/dev/ttyUSB0`` (and ``usb:0403:6001``) all
+    name ``ttyUSB0``, so two programs that spell the port differently still share a lock.
+    """
+    target = resolve_port(url)
+    if "://" in target:
+        scheme, _, rest = target.partition("://")
+        rest = rest.split("?", 1)[0] if scheme != "sim" else rest
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{scheme}_{rest}").strip("_")
+    return os.path.basename(os.path.realpath(target))
+
+
+class Transport:
+    """An open line: write bytes, read what arrived before a deadline, discard leftovers.
+
+    Drivers use only this. `read` returns as soon as at least one byte is there, so a
+    driver that feeds its parser with each chunk finishes the moment the answer is whole.
+    """
+
+    def __init__(self, url: str, settings: PortSettings, port: Any) -> None:
+        self.url = url
+        self.settings = settings
+        self._port = port
+        self._timeout: float | None = None
+
+    def wire_time(self, nbytes: int) -> float:
+        """Seconds `nbytes` take on this line at its baud rate."""
+        return self.settings.wire_time(nbytes)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except (OSError, ValueError) as err:  # SerialException subclasses OSError
+            raise TransportError(f"{self.url}: write failed: {err}") from err
+
+    def read(self, timeout: float, max_bytes: int = 4096) -> bytes:
+        """Bytes that arrive within `timeout` seconds: at least one, or b"" on timeout."""
+        port = self._port
+        timeout = max(0.0, timeout)
+        try:
+            if self._timeout != timeout:
+                port.timeout = timeout
+                self._timeout = timeout
+            first = port.read(1)
+            if not first:
+                return b""
+            waiting = port.in_waiting
+            if waiting:
+                return first + port.read(min(waiting, max_bytes - 1))
+            return first
+        except (OSError, ValueError) as err:
+            raise TransportError(f"{self.url}: read failed: {err}") from err
+
+    def discard_input(self) -> bytes:
+        """Drop whatever is waiting (late or stale answers); returns it for hex logging."""
+        try:
+            waiting = self._port.in_waiting
+            stale = self._port.read(waiting) if waiting else b""
+            self._port.reset_input_buffer()
+            return stale
+        except (OSError, ValueError) as err:
+            raise TransportError(f"{self.url}: read failed: {err}") from err
+
+    def close(self) -> None:
+        try:
+            self._port.close()
+        except Exception:  # closing a vanished adapter must not mask the real error
+            pass
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_transport(url: str, settings: PortSettings) -> Transport:
+    """Open `url` with `settings`; raise `PortUnavailableError` with the cause if it can't."""
+    if url.startswith("sim://"):
+        from bmslogger.simline import open_sim_port
+
+        return Transport(url, settings, open_sim_port(url, settings))
+    target = resolve_port(url)
+    import serial
+
+    try:
+        port = serial.serial_for_url(
+            target,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            timeout=0,
+            write_timeout=max(1.0, settings.wire_time(4096)),
+            do_not_open=True,
+        )
+        if hasattr(port, "exclusive") and "://" not in target:
+            port.exclusive = False  # the flock in bmslogger.locking arbitrates instead
+        port.open()
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise PortUnavailableError(f"{url}: cannot open: {err}") from err
+    return Transport(url, settings, port)

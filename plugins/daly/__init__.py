@@ -1,0 +1,1 @@
+"""Daly smart BMS (A5 protocol). Placeholder until the plugin lands."""
