@@ -8,7 +8,9 @@ from setuptools import find_packages, setup
 
 packages = ["bmslogger", "bmslogger.plugins", "bmslogger.sinks"]
 packages += ["bmslogger." + p for p in find_packages(where="bmslogger")]
-packages += ["bmslogger.plugins." + p for p in find_packages(where="plugins") if not p.startswith("_")]
+packages += [
+    "bmslogger.plugins." + p for p in find_packages(where="plugins") if not p.startswith("_")
+]
 packages += ["bmslogger.sinks." + p for p in find_packages(where="sinks")]
 
 setup(packages=packages)

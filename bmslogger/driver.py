@@ -8,12 +8,12 @@ scheduling and never logs above DEBUG: the scheduler decides what a failure is w
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from bmslogger.errors import WriteRefusedError
+from bmslogger.logs import named_logger
 from bmslogger.model import DeviceConfig, PollResult, WriteSpec
 from bmslogger.stats import Counters
 from bmslogger.transport import Transport
@@ -41,9 +41,7 @@ class Driver:
         self.transport = transport
         self.counters = counters if counters is not None else Counters()
         self.clock = clock
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(type(self).__module__), {"device": device.name}
-        )
+        self.log = named_logger(type(self).__module__, device.name)
 
     @property
     def base_tags(self) -> dict[str, str]:

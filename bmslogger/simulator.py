@@ -127,7 +127,8 @@ class Simulator:
             cut = self.fault_random.randrange(1, max(2, len(tx.data)))
             return [replace(tx, data=tx.data[:cut])]
         if fault == "noise":
-            junk = bytes(self.fault_random.randrange(256) for _ in range(self.fault_random.randrange(1, 8)))
+            count = self.fault_random.randrange(1, 8)
+            junk = bytes(self.fault_random.randrange(256) for _ in range(count))
             return [replace(tx, data=junk + tx.data)]
         if fault == "silence":
             return []

@@ -15,9 +15,9 @@ not duplicate rows it already stored (or must be idempotent, as InfluxDB is).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
+from bmslogger.logs import named_logger
 from bmslogger.model import Point, SinkConfig
 
 
@@ -28,9 +28,7 @@ class Sink:
     def __init__(self, config: SinkConfig) -> None:
         self.config = config
         self.options = config.options
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(type(self).__module__), {"sink": config.name}
-        )
+        self.log = named_logger(type(self).__module__, config.name)
 
     def open(self) -> None:
         """Prepare (connect, create folders). May raise `SinkUnavailable`; the pipeline

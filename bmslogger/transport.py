@@ -51,7 +51,9 @@ def resolve_port(url: str) -> str:
     vid, pid, serial_number = usb
     matches = [
         p for p in list_ports.comports()
-        if p.vid == vid and p.pid == pid and (serial_number is None or p.serial_number == serial_number)
+        if p.vid == vid
+        and p.pid == pid
+        and (serial_number is None or p.serial_number == serial_number)
     ]
     if not matches:
         raise PortUnavailableError(f"{url}: no USB serial adapter with that identity is plugged in")

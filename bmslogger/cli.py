@@ -1,0 +1,145 @@
+"""The ``bmslogger`` command: argument parsing and exit codes, nothing else.
+
+Heavy imports happen inside each command, so ``bmslogger --help`` starts fast on a
+Raspberry Pi. Every expected failure ends as one line on stderr and a documented exit
+status; only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Any
+
+from bmslogger import __version__
+
+
+class ExitCode(IntEnum):
+    """Exit statuses, stable for scripts and systemd (``RestartPreventExitStatus=2``)."""
+
+    OK = 0
+    #: run/once: a device failed or points stayed unsent; read: part of the poll failed
+    FAILURE = 1
+    #: bad usage or configuration; nothing was opened
+    USAGE = 2
+    #: read: the device never answered
+    NO_ANSWER = 3
+    #: a bug; the traceback was printed
+    INTERNAL = 70
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="logger.toml to use (default: $BMSLOGGER_CONFIG, ./logger.toml, "
+                        "/etc/bmslogger/logger.toml, then the embedded simulated default)")
+
+
+def _add_device_args(p: argparse.ArgumentParser, with_format: bool = True) -> None:
+    p.add_argument("plugin", help="device plugin name (see list-plugins)")
+    p.add_argument("--port", required=True,
+                   help="device path, usb:VID:PID[:SERIAL], socket://HOST:PORT, "
+                        "rfc2217://HOST:PORT or sim://PLUGIN?key=value")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="a plugin option (see describe PLUGIN), or one of baudrate, "
+                        "timeout, retries, turnaround; repeatable")
+    p.add_argument("--name", help="device name in tags (default: the plugin name)")
+    p.add_argument("--lock-dir", help="port lock folder (default: as the logger uses)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bmslogger",
+        description="Headless data logger for battery management systems and solar "
+                    "charge controllers.",
+    )
+    parser.add_argument("--version", action="version", version=f"bmslogger {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="override [logger] log_level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="log on schedule until stopped (SIGTERM/SIGINT)")
+    _add_config(p)
+
+    p = sub.add_parser("once", help="poll every device once, flush, exit (cron mode); "
+                                    "exit 1 if a device failed or a point stayed unsent")
+    _add_config(p)
+
+    p = sub.add_parser("read", help="one poll of one device without a config file; "
+                                    "prints its points")
+    _add_device_args(p)
+    p.add_argument("--format", choices=["json", "table"], default="json")
+    p.add_argument("--check", action="store_true",
+                   help="Nagios plugin output and exit codes (0 OK, 1 WARNING, 2 CRITICAL, "
+                        "3 UNKNOWN)")
+    p.add_argument("--warning", action="append", default=[], metavar="FIELD=RANGE",
+                   help="with --check: e.g. soc_pct=20: or battery.cell_delta_v=~:0.05")
+    p.add_argument("--critical", action="append", default=[], metavar="FIELD=RANGE",
+                   help="with --check: e.g. soc_pct=10:")
+
+    p = sub.add_parser("set", help="send a command that changes a device (needs "
+                                   "--option allow_writes=true)")
+    _add_device_args(p)
+    p.add_argument("command_name", metavar="NAME", help="the command (see describe PLUGIN)")
+    p.add_argument("value", metavar="VALUE", nargs="?", default="",
+                   help="its value, e.g. 80 or on")
+    p.add_argument("--confirm", action="store_true", help="confirm a destructive command")
+
+    p = sub.add_parser("describe", help="a plugin's options, commands and every field")
+    p.add_argument("plugin")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("list-plugins", help="installed device and sink plugins")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("list-ports", help="serial ports with by-id names and USB ids")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("check-config", help="check a configuration, open nothing")
+    _add_config(p)
+
+    p = sub.add_parser("simulate", help="serve a device simulator on a new pseudo-terminal "
+                                        "(or TCP port) paced like the real line")
+    p.add_argument("plugin")
+    p.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT instead")
+    p.add_argument("--host", default="127.0.0.1", help="with --tcp: address to listen on")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="simulator option (cells=16, fault=checksum, fault_rate=0.05, ...)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return ExitCode.USAGE
+    from bmslogger import commands
+    from bmslogger.errors import BmsLoggerError, ConfigError, PluginError
+
+    try:
+        return int(getattr(commands, "cmd_" + args.command.replace("-", "_"))(args))
+    except ConfigError as err:
+        print("configuration error" + ("s:" if len(err.issues) > 1 else ":"), file=sys.stderr)
+        for issue in err.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return ExitCode.USAGE
+    except PluginError as err:
+        print(f"plugin error: {err}", file=sys.stderr)
+        return ExitCode.USAGE
+    except commands.UsageError as err:
+        print(f"bmslogger {args.command}: {err}", file=sys.stderr)
+        return ExitCode.USAGE
+    except BmsLoggerError as err:
+        print(f"bmslogger {args.command}: {err}", file=sys.stderr)
+        return ExitCode.FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,322 @@
+"""What each ``bmslogger`` sub-command does; `bmslogger.cli` parses and maps exit codes.
+
+Kept apart from the parser so that ``--help`` imports none of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from typing import Any
+
+from bmslogger.cli import ExitCode, print_json
+from bmslogger.errors import BmsLoggerError, ConfigError, ConfigIssue
+from bmslogger.logs import setup_logging
+from bmslogger.manager import Registry, build_registry
+from bmslogger.model import DeviceConfig, Point, PortSettings
+from bmslogger.options import Option, OptionProblems, parse_key_values, resolve_options
+
+log = logging.getLogger("bmslogger")
+
+
+class UsageError(BmsLoggerError):
+    """The command line is wrong (exit 2)."""
+
+
+#: keys `read`/`set` accept in --option besides the plugin's own options
+LINE_OPTIONS: tuple[Option, ...] = (
+    Option("baudrate", "int", 0, "line speed; 0 = the plugin's default", min=0),
+    Option("timeout", "duration", 0.0, "answer deadline; 0 = computed from the wire time"),
+    Option("retries", "int", 2, "tries after the first failed one", min=0, max=10),
+    Option("turnaround", "duration", -1.0, "device answer latency; negative = default"),
+)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Registry]:
+    from bmslogger.config import load_config
+
+    registry = build_registry()
+    config = load_config(getattr(args, "config", None), registry)
+    return config, registry
+
+
+def _setup_logging(args: argparse.Namespace, config: Any = None) -> None:
+    settings = getattr(config, "settings", None)
+    level = args.log_level or getattr(settings, "log_level", "info")
+    setup_logging(level, getattr(settings, "log_file", "") or "")
+
+
+# --- run / once / check-config -------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bmslogger.runtime import LoggerService
+
+    config, registry = _load(args)
+    _setup_logging(args, config)
+    log.info("configuration: %s", config.file)
+    service = LoggerService(config, registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    unsent = service.run(stop)
+    return ExitCode.FAILURE if unsent else ExitCode.OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from bmslogger.runtime import LoggerService
+
+    config, registry = _load(args)
+    _setup_logging(args, config)
+    service = LoggerService(config, registry)
+    results, unsent = service.once()
+    failed = [p.device.name for p, r in zip(service.pollers, results) if not r.complete]
+    if failed:
+        log.error("incomplete poll: %s", ", ".join(failed))
+    if unsent:
+        log.error("%d point(s) stayed unsent", unsent)
+    return ExitCode.FAILURE if failed or unsent else ExitCode.OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from bmslogger.config import describe_config
+
+    config, _ = _load(args)
+    print(describe_config(config))
+    print("configuration OK")
+    return ExitCode.OK
+
+
+# --- read / set -----------------------------------------------------------------------------
+
+
+def _device_from_args(args: argparse.Namespace, registry: Registry) -> tuple[DeviceConfig, str]:
+    """A DeviceConfig from --port/--option, checked like a config table would be."""
+    dtype = registry.device(args.plugin)
+    try:
+        raw = parse_key_values(args.option)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    line_names = {o.name for o in LINE_OPTIONS}
+    line_raw = {k: v for k, v in raw.items() if k in line_names}
+    plugin_raw = {k: v for k, v in raw.items() if k not in line_names}
+    problems = OptionProblems()
+    line = resolve_options(LINE_OPTIONS, line_raw, from_text=True, problems=problems)
+    opts = resolve_options(dtype.options, plugin_raw, from_text=True, problems=problems)
+    if problems:
+        raise ConfigError([ConfigIssue("command line", f"--option {k}", m)
+                           for k, m in problems.items])
+    settings: PortSettings = dtype.port_defaults
+    if line.baudrate:
+        settings = replace(settings, baudrate=line.baudrate)
+    if line.turnaround >= 0:
+        settings = replace(settings, turnaround_s=line.turnaround)
+    device = DeviceConfig(
+        name=args.name or args.plugin,
+        plugin=args.plugin,
+        port=args.port,
+        interval_s=0.0,
+        port_settings=settings,
+        options=opts,
+        timeout_s=line.timeout or None,
+        retries=line.retries,
+    )
+    return device, args.lock_dir or _default_lock_dir(registry)
+
+
+def _default_lock_dir(registry: Registry) -> str:
+    """The lock folder the logger itself would use, so `read` and `run` share locks."""
+    try:
+        from bmslogger.config import load_config
+
+        return str(load_config(None, registry).settings.lock_dir)
+    except ConfigError:
+        from bmslogger.config import LoggerSettings
+
+        return str(LoggerSettings().lock_dir)
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from bmslogger.nagios import Threshold, evaluate
+    from bmslogger.runtime import DevicePoller
+
+    setup_logging(args.log_level or "warning")
+    registry = build_registry()
+    device, lock_dir = _device_from_args(args, registry)
+    try:
+        warning = [Threshold.parse(s) for s in args.warning]
+        critical = [Threshold.parse(s) for s in args.critical]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    poller = DevicePoller(device, registry.device(device.plugin), lock_dir)
+    result = poller.run()
+    points = [p for p in result.points if p.measurement != "bmslogger"]
+    for error in result.errors:
+        print(f"{device.name}: {error}", file=sys.stderr)
+    if args.check:
+        status, text = evaluate(device.plugin, points, warning, critical, result.silent)
+        print(text)
+        return status
+    if args.format == "json":
+        print_json([p.to_json() for p in points])
+    else:
+        print(_table(points))
+    if result.silent:
+        return ExitCode.NO_ANSWER
+    return ExitCode.OK if result.complete else ExitCode.FAILURE
+
+
+def _table(points: list[Point]) -> str:
+    lines: list[str] = []
+    for p in points:
+        extra = {k: v for k, v in p.tags.items() if k not in ("device", "plugin")}
+        head = p.measurement + "".join(f" {k}={v}" for k, v in extra.items())
+        lines.append(head)
+        for k, v in p.fields.items():
+            lines.append(f"    {k:<28} {_show(v)}")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    from bmslogger.locking import PortLock
+    from bmslogger.transport import open_transport, port_identity
+
+    setup_logging(args.log_level or "info")
+    registry = build_registry()
+    device, lock_dir = _device_from_args(args, registry)
+    dtype = registry.device(device.plugin)
+    with PortLock(port_identity(device.port), lock_dir, device.lock_timeout_s), \
+            open_transport(device.port, device.port_settings) as line:
+        driver = dtype.load_driver()(device, line)
+        answer = driver.write(args.command_name, args.value, confirmed=args.confirm)
+    print_json(dict(answer))
+    return ExitCode.OK
+
+
+# --- plugins, ports, simulator ----------------------------------------------------------------
+
+
+def cmd_list_plugins(args: argparse.Namespace) -> int:
+    registry = build_registry()
+    rows = [
+        {"kind": kind, "name": name, "title": t.title, "plugin": registry.sources[f"{kind}:{name}"]}
+        for kind, types in (("device", registry.devices), ("sink", registry.sinks))
+        for name, t in sorted(types.items())
+    ]
+    if args.format == "json":
+        print_json(rows)
+        return ExitCode.OK
+    for r in rows:
+        print(f"{r['kind']:<7} {r['name']:<12} {r['title']}  (from {r['plugin']})")
+    return ExitCode.OK
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    registry = build_registry()
+    if args.plugin in registry.sinks:
+        stype = registry.sinks[args.plugin]
+        data: dict[str, Any] = {"kind": "sink", "name": stype.name, "title": stype.title,
+                                "options": [_opt(o) for o in stype.options]}
+    else:
+        dtype = registry.device(args.plugin)
+        data = {
+            "kind": "device", "name": dtype.name, "title": dtype.title,
+            "port": {"baudrate": dtype.port_defaults.baudrate,
+                     "framing": f"{dtype.port_defaults.bytesize}{dtype.port_defaults.parity}"
+                                f"{dtype.port_defaults.stopbits:g}"},
+            "options": [_opt(o) for o in dtype.options],
+            "commands": [{"name": w.name, "value": w.value, "description": w.description}
+                         for w in dtype.writes],
+            "tasks": [{"name": t.name, "cron": t.default_cron, "description": t.description}
+                      for t in dtype.tasks],
+            "fields": [{"measurement": f.measurement, "field": f.field, "type": f.type,
+                        "unit": f.unit, "description": f.description}
+                       for f in dtype.load_fields()],
+        }
+    if args.format == "json":
+        print_json(data)
+        return ExitCode.OK
+    print(f"{data['name']}: {data['title']}")
+    if "port" in data:
+        print(f"  line: {data['port']['baudrate']} baud {data['port']['framing']}")
+    print("options:")
+    for o in data["options"]:
+        print(f"  {o['name']:<18} {o['expected']:<40} default {o['default']!r}  {o['help']}")
+    for c in data.get("commands", []):
+        print(f"command {c['name']} {c['value']}: {c['description']}")
+    for t in data.get("tasks", []):
+        print(f"task {t['name']} at {t['cron']!r}: {t['description']}")
+    current = None
+    for f in data.get("fields", []):
+        if f["measurement"] != current:
+            current = f["measurement"]
+            print(f"measurement {current}:")
+        print(f"  {f['field']:<26} {f['type']:<6} {f['unit']:<5} {f['description']}")
+    return ExitCode.OK
+
+
+def _opt(o: Option) -> dict[str, Any]:
+    return {"name": o.name, "expected": o.expected(), "default": None if o.required else o.default,
+            "help": o.help}
+
+
+def cmd_list_ports(args: argparse.Namespace) -> int:
+    from bmslogger.ports import list_serial_ports
+
+    ports = list_serial_ports()
+    if args.format == "json":
+        print_json([p.to_json() for p in ports])
+        return ExitCode.OK
+    if not ports:
+        print("no serial ports found")
+        return ExitCode.OK
+    for p in ports:
+        ids = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else "-"
+        print(f"{p.device:<16} {ids:<10} serial={p.serial_number or '-':<16} "
+              f"{p.product or p.description or ''}")
+        if p.by_id:
+            print(f"    by-id:  {p.by_id}")
+        print(f"    config: port = \"{p.stable_url}\"")
+    return ExitCode.OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from bmslogger.simline import build_simulator, serve_pty, serve_tcp
+
+    setup_logging(args.log_level or "warning")
+    try:
+        raw = parse_key_values(args.option)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    simulator = build_simulator(args.plugin, raw)
+    server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
+        else serve_pty(simulator)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        where = (f"socket://{server.address[0]}:{server.address[1]}"
+                 if args.tcp is not None else server.path)
+        settings = simulator.port_settings
+        print(where, flush=True)
+        print(f"{args.plugin} simulator on {where} ({settings.baudrate} baud); "
+              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        stop.wait()
+    return ExitCode.OK
