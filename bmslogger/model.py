@@ -192,6 +192,7 @@ class SinkConfig:
     batch_size: int = 1000
     flush_interval_s: float = 5.0
     max_queue: int = 100_000
+    enabled: bool = True
 
 
 @dataclass

@@ -222,9 +222,12 @@ class Options(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def masked(self) -> dict[str, Any]:
+        """The values with every secret one shown as ``***``: safe for logs and summaries."""
+        return {k: ("***" if k in self._secret and v else v) for k, v in self._values.items()}
+
     def __repr__(self) -> str:
-        shown = {k: ("***" if k in self._secret and v else v) for k, v in self._values.items()}
-        return f"Options({shown!r})"
+        return f"Options({self.masked()!r})"
 
 
 @dataclass
