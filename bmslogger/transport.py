@@ -57,11 +57,16 @@ def resolve_port(url: str) -> str:
     ]
     if not matches:
         raise PortUnavailableError(f"{url}: no USB serial adapter with that identity is plugged in")
-    if len(matches) > 1 and serial_number is None:
+    if len(matches) > 1:
+        # Never guess: the wrong port means talking one device's protocol to another.
         names = ", ".join(sorted(p.device for p in matches))
+        hint = (
+            "add the serial number" if serial_number is None
+            # a multi-port adapter (FT4232H...) shows one serial number on every port
+            else "they share the serial number; name the port by its /dev/serial/by-id path"
+        )
         raise PortUnavailableError(
-            f"{url}: {len(matches)} adapters match ({names}); add the serial number "
-            "(see bmslogger list-ports)"
+            f"{url}: {len(matches)} ports match ({names}); {hint} (see bmslogger list-ports)"
         )
     return sorted(p.device for p in matches)[0]
 
@@ -112,13 +117,17 @@ class Transport:
             if self._timeout != timeout:
                 port.timeout = timeout
                 self._timeout = timeout
-            first = port.read(1)
-            if not first:
+            data = port.read(1)
+            if not data:
                 return b""
-            waiting = port.in_waiting
-            if waiting:
-                return first + port.read(min(waiting, max_bytes - 1))
-            return first
+            # pyserial's socket:// reports in_waiting as 0 or 1, so keep asking until it
+            # says nothing more is there; on a real port this loop runs once
+            while len(data) < max_bytes:
+                waiting = port.in_waiting
+                if not waiting:
+                    break
+                data += port.read(min(waiting, max_bytes - len(data)))
+            return data
         except (OSError, ValueError) as err:
             raise TransportError(f"{self.url}: read failed: {err}") from err
 
