@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -135,14 +136,12 @@ def _device_from_args(args: argparse.Namespace, registry: Registry) -> tuple[Dev
 
 def _default_lock_dir(registry: Registry) -> str:
     """The lock folder the logger itself would use, so `read` and `run` share locks."""
-    try:
-        from bmslogger.config import load_config
+    from bmslogger.config import default_lock_dir, load_config
 
+    try:
         return str(load_config(None, registry).settings.lock_dir)
     except ConfigError:
-        from bmslogger.config import LoggerSettings
-
-        return str(LoggerSettings().lock_dir)
+        return default_lock_dir(os.path.abspath(os.path.join("data", "state")))[0]
 
 
 def cmd_read(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 import threading
 import time
 
@@ -39,15 +38,6 @@ def lock_path(identity: str, lock_dir: str) -> str:
     if not identity or "/" in identity or identity in (".", ".."):
         raise TransportError(f"invalid port identity {identity!r} for a lock file name")
     return os.path.join(lock_dir, f"LCK..{identity}")
-
-
-def default_lock_dir() -> str:
-    """Where port locks live when the config does not say: the system's UUCP lock folder
-    (/run/lock, /var/lock) if this user may write there, else a folder in the temp dir."""
-    for candidate in ("/run/lock", "/var/lock"):
-        if os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
-            return candidate
-    return os.path.join(tempfile.gettempdir(), "bmslogger-locks")
 
 
 def _read_pid(fd: int) -> int | None:

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from bmslogger.errors import PortBusyError, TransportError
-from bmslogger.locking import PortLock, default_lock_dir, lock_holder, lock_path
+from bmslogger.locking import PortLock, lock_holder, lock_path
 from bmslogger.model import PortSettings
 from bmslogger.options import resolve_options
 from bmslogger.simline import serve_pty
@@ -221,13 +221,6 @@ def test_read_only_lock_file_still_locks(tmp_path):
         with pytest.raises(PortBusyError):
             PortLock("ttyS4", str(tmp_path), 0.05).acquire()
         assert lock_holder("ttyS4", str(tmp_path)) == 0
-
-
-def test_default_lock_dir_is_writable():
-    folder = default_lock_dir()
-    assert os.path.isabs(folder)
-    if os.path.isdir(folder):
-        assert os.access(folder, os.W_OK)
 
 
 # --- two real processes on one real pty ------------------------------------------------------
