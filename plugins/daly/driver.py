@@ -32,8 +32,8 @@ from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
 from bmslogger.stats import Counters
 from bmslogger.transport import Transport
 
-from . import WRITES (relative: ruff resolves it to plugins.*)
-from . import protocol as p (relative: ruff resolves it to plugins.*)
+from . import WRITES
+from . import protocol as p
 
 #: The regular poll, in order (0x94 first: it says how many cells and sensors there are).
 POLL_ORDER = (p.STATUS, p.PACK, p.CELL_EXTREMES, p.TEMP_EXTREMES, p.MOSFET,

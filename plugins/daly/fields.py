@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bmslogger.model import FieldSpec
 
-from .protocol import ALARM_NAMES (relative: ruff resolves it to plugins.*)
+from .protocol import ALARM_NAMES
 
 _ALARM_TEXT = {
     "cell_volt_high_l1": "a cell voltage is high (level 1 warning)",

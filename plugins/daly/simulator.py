@@ -28,8 +28,8 @@ from bmslogger.errors import ProtocolError
 from bmslogger.options import Option, Options
 from bmslogger.simulator import Simulator, Transmission
 
-from . import PORT_DEFAULTS (relative: ruff resolves it to plugins.*)
-from . import protocol as p (relative: ruff resolves it to plugins.*)
+from . import PORT_DEFAULTS
+from . import protocol as p
 
 OPTIONS: tuple[Option, ...] = (
     Option("cells", "int", 16, "cells in series", min=1, max=48),
