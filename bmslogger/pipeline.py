@@ -182,6 +182,7 @@ class _Worker:
         self.flush_done = 0
         # bumped on every flush or stop request: wakes a back-off early
         self.wake_gen = 0
+        self._action_gen = 0
         self.failures = 0  # consecutive failed attempts (open, write or flush)
         self.overflowing = False
         self.overflow_dropped = 0
@@ -306,7 +307,11 @@ class _Worker:
 
     def _next_action(self) -> tuple[str, Any]:
         with self.cond:
+            # a flush or close requested while the chosen action runs (outside the lock)
+            # must cut the back-off after it short, so remember the generation now
+            self._action_gen = self.wake_gen
             while True:
+                self._action_gen = self.wake_gen
                 closed = self.close_ticket and self.flush_done >= self.close_ticket
                 if self.stop_requested or closed:
                     return "stop", None
@@ -435,7 +440,7 @@ class _Worker:
     def _backoff(self) -> None:
         with self.cond:
             delay = self.backoff_delay()
-            gen = self.wake_gen
+            gen = self._action_gen
             self.cond.wait_for(lambda: self.wake_gen != gen, timeout=delay)
 
     def _dead_letter(self, batch: list[Point], error: str) -> None:
