@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", metavar="VALUE", nargs="?", default="",
                    help="its value, e.g. 80 or on")
     p.add_argument("--confirm", action="store_true", help="confirm a destructive command")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the value and print what would be sent; send nothing")
 
     p = sub.add_parser("describe", help="a plugin's options, commands and every field")
     p.add_argument("plugin")

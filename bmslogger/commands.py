@@ -131,17 +131,22 @@ def _device_from_args(args: argparse.Namespace, registry: Registry) -> tuple[Dev
         timeout_s=line.timeout or None,
         retries=line.retries,
     )
-    return device, args.lock_dir or _default_lock_dir(registry)
+    lock_dir, state_dir = _logger_folders(registry)
+    device = replace(device, audit_log=os.path.join(state_dir, "audit.log"))
+    return device, args.lock_dir or lock_dir
 
 
-def _default_lock_dir(registry: Registry) -> str:
-    """The lock folder the logger itself would use, so `read` and `run` share locks."""
+def _logger_folders(registry: Registry) -> tuple[str, str]:
+    """(lock folder, state folder) the logger itself would use, so `read`/`set` and `run`
+    share port locks and one audit log."""
     from bmslogger.config import default_lock_dir, load_config
 
     try:
-        return str(load_config(None, registry).settings.lock_dir)
+        settings = load_config(None, registry).settings
+        return str(settings.lock_dir), str(settings.state_dir)
     except ConfigError:
-        return default_lock_dir(os.path.abspath(os.path.join("data", "state")))[0]
+        state_dir = os.path.abspath(os.path.join("data", "state"))
+        return default_lock_dir(state_dir)[0], state_dir
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -201,6 +206,10 @@ def cmd_set(args: argparse.Namespace) -> int:
     registry = build_registry()
     device, lock_dir = _device_from_args(args, registry)
     dtype = registry.device(device.plugin)
+    if args.dry_run:
+        driver = dtype.load_driver()(device, None)
+        print_json(dict(driver.write(args.command_name, args.value, dry_run=True)))
+        return ExitCode.OK
     with PortLock(port_identity(device.port), lock_dir, device.lock_timeout_s), \
             open_transport(device.port, device.port_settings) as line:
         driver = dtype.load_driver()(device, line)

@@ -610,6 +610,7 @@ class _Checker:
             timeout_s=base["timeout"],
             retries=base["retries"],
             enabled=base["enabled"],
+            audit_log=os.path.join(settings.state_dir, "audit.log"),
         )
         address = _key(path, dtype.address_option) if dtype.address_option else None
         return _Device(config, path, address)

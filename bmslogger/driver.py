@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bmslogger.audit import audit
 from bmslogger.errors import WriteRefusedError
 from bmslogger.logs import named_logger
 from bmslogger.model import DeviceConfig, PollResult, WriteSpec
@@ -57,12 +58,16 @@ class Driver:
         """Run an extra scheduled task (`TaskSpec`) by name."""
         raise KeyError(f"{self.device.plugin} has no task {task!r}")
 
-    def write(self, name: str, value: str, confirmed: bool = False) -> Mapping[str, Any]:
+    def write(
+        self, name: str, value: str, confirmed: bool = False, dry_run: bool = False
+    ) -> Mapping[str, Any]:
         """Send a command that changes the device, after every guard.
 
         Refused (nothing sent) unless the device's options say ``allow_writes = true``,
         the command is one the plugin declares, and a command that needs confirmation got
-        it. Returns what the device answered, for the CLI to print.
+        it. With `dry_run`, nothing is sent: the plugin's `_plan_write` says what would be.
+        Every write that was sent, and every refusal after the guards, is appended to the
+        audit log (`DeviceConfig.audit_log`). Returns what the device answered.
         """
         spec = next((w for w in self.WRITES if w.name == name), None)
         if spec is None:
@@ -70,6 +75,8 @@ class Driver:
             raise WriteRefusedError(
                 f"{self.device.plugin} has no command {name!r} (commands: {known})"
             )
+        if dry_run:
+            return {"dry_run": True, **self._plan_write(name, value)}
         if not self.options.get("allow_writes", False):
             raise WriteRefusedError(
                 f"refusing {name!r} on {self.device.name}: writes change the device and are "
@@ -77,8 +84,21 @@ class Driver:
             )
         if spec.needs_confirmation and not confirmed:
             raise WriteRefusedError(f"{name!r} needs --confirm: {spec.description}")
-        self.log.info("write %s=%s on %s", name, value, self.device.name)
-        return self._write(name, value)
+        self.log.info("write %s=%s", name, value)
+        try:
+            answer = self._write(name, value)
+        except Exception as err:
+            audit(self.device, name, value, {"error": str(err)}, self.clock())
+            raise
+        audit(self.device, name, value, answer, self.clock())
+        return answer
 
     def _write(self, name: str, value: str) -> Mapping[str, Any]:
+        """Send command `name` with `value`; return what the device answered (and, where
+        the plugin reads it back, ``old``/``new`` values). Only `write` calls this."""
         raise NotImplementedError
+
+    def _plan_write(self, name: str, value: str) -> Mapping[str, Any]:
+        """For ``--dry-run``: check `value` and return what would be sent (e.g.
+        ``{"frame": "..."}``) without touching the line."""
+        raise WriteRefusedError(f"{self.device.plugin} cannot show a dry run of {name!r}")

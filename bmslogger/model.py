@@ -180,6 +180,8 @@ class DeviceConfig:
     timeout_s: float | None = None
     retries: int = 2
     enabled: bool = True
+    #: JSON-lines file every write command is appended to ("" = no audit file)
+    audit_log: str = ""
 
 
 @dataclass(frozen=True)
