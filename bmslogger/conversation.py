@@ -83,14 +83,19 @@ class Conversation:
         self.timeout_s = timeout_s
         self.retries = max(0, int(retries))
         self.margin_s = margin_s
-        self.turnaround_s = (
-            transport.settings.turnaround_s if turnaround_s is None else turnaround_s
-        )
+        # read from the transport when needed: a driver built for a dry run has none
+        self._turnaround_s = turnaround_s
         self.clock = clock
         #: bytes received during the last `exchange`, every attempt (0 = total silence)
         self.last_bytes_received = 0
         #: attempts the last `exchange` took
         self.last_attempts = 0
+
+    @property
+    def turnaround_s(self) -> float:
+        if self._turnaround_s is not None:
+            return self._turnaround_s
+        return self.transport.settings.turnaround_s
 
     def deadline_s(self, request_len: int, expect_bytes: int) -> float:
         """Seconds to wait for a whole answer of `expect_bytes` after writing
