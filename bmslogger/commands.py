@@ -153,7 +153,8 @@ def cmd_read(args: argparse.Namespace) -> int:
     from bmslogger.nagios import Threshold, evaluate
     from bmslogger.runtime import DevicePoller
 
-    setup_logging(args.log_level or "warning")
+    # stderr carries one line per failed request below; availability warnings would repeat it
+    setup_logging(args.log_level or "error")
     registry = build_registry()
     device, lock_dir = _device_from_args(args, registry)
     try:
