@@ -448,6 +448,9 @@ class _Checker:
         # thrown away anyway because an issue was recorded
         values = {o.name: None if o.required else o.default for o in declared}
         values.update(opts)
+        for o in declared:  # plugin paths are relative to the config file, like [logger]'s
+            if o.kind == "path" and isinstance(values.get(o.name), str) and values[o.name]:
+                values[o.name] = self.path(values[o.name])
         secret = {o.name for o in declared if o.secret} | (table.from_file & set(by_name))
         return Options(values, secret=secret)
 

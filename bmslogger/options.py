@@ -17,7 +17,7 @@ from typing import Any
 
 _REQUIRED = object()
 
-KINDS = ("str", "int", "float", "bool", "duration", "choice", "int_list", "str_list")
+KINDS = ("str", "path", "int", "float", "bool", "duration", "choice", "int_list", "str_list")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -47,8 +47,10 @@ def parse_duration(value: Any) -> float:
 class Option:
     """One setting a plugin accepts.
 
-    kind is one of ``str``, ``int``, ``float``, ``bool``, ``duration`` (seconds, from
-    "30s"-style strings), ``choice`` (one of `choices`), ``int_list``, ``str_list``.
+    kind is one of ``str``, ``path`` (a file or folder; the config loader makes a relative
+    one relative to the config file's folder), ``int``, ``float``, ``bool``, ``duration``
+    (seconds, from "30s"-style strings), ``choice`` (one of `choices`), ``int_list``,
+    ``str_list``.
     Integers accept ``0x40``-style strings where they come from text. `secret` values are
     never printed or logged.
     """
@@ -78,6 +80,7 @@ class Option:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         text = {
             "str": "a string",
+            "path": "a file or folder path",
             "int": "an integer",
             "float": "a number",
             "bool": "true or false",
@@ -108,7 +111,7 @@ class Option:
             out = _to_int(value, from_text)
         elif kind == "float":
             out = _to_float(value, from_text)
-        elif kind == "str":
+        elif kind in ("str", "path"):
             if not isinstance(value, str):
                 raise ValueError(f"expected a string, got {_show(value)}")
             out = value

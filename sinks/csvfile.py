@@ -68,7 +68,8 @@ SINK_TYPE = SinkType(
     name="csv",
     title="CSV files, one per measurement per day",
     options=(
-        Option("directory", "str", "data", help="Folder the measurement folders go in."),
+        Option("directory", "path", "data",
+               help="Folder the measurement folders go in; relative to the config file."),
         Option(
             "timezone",
             "choice",
