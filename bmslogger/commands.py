@@ -97,6 +97,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the daemon's status file; exit 1 unless it is fresh and its pid runs."""
+    from bmslogger.status import assess, format_text, read_status, status_path
+
+    config, _ = _load(args)
+    path = status_path(config.settings.state_dir)
+    try:
+        status = assess(read_status(path))
+    except FileNotFoundError:
+        print(f"no status file {path}: bmslogger run has not run with this config",
+              file=sys.stderr)
+        return ExitCode.FAILURE
+    except (OSError, ValueError) as err:
+        raise BmsLoggerError(f"cannot read {path}: {err}") from None
+    if args.format == "json":
+        print_json(status)
+    else:
+        print(format_text(status))
+    return ExitCode.OK if status["state"] == "running" else ExitCode.FAILURE
+
+
 # --- read / set -----------------------------------------------------------------------------
 
 
@@ -251,7 +272,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
                      "framing": f"{dtype.port_defaults.bytesize}{dtype.port_defaults.parity}"
                                 f"{dtype.port_defaults.stopbits:g}"},
             "options": [_opt(o) for o in dtype.options],
-            "commands": [{"name": w.name, "value": w.value, "description": w.description}
+            "commands": [{"name": w.name, "value": w.value, "description": w.description,
+                          "settable": True, "unit": w.unit, "min": w.min, "max": w.max,
+                          "needs_confirmation": w.needs_confirmation}
                          for w in dtype.writes],
             "tasks": [{"name": t.name, "cron": t.default_cron, "description": t.description}
                       for t in dtype.tasks],
@@ -269,7 +292,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for o in data["options"]:
         print(f"  {o['name']:<18} {o['expected']:<40} default {o['default']!r}  {o['help']}")
     for c in data.get("commands", []):
-        print(f"command {c['name']} {c['value']}: {c['description']}")
+        limits = [f"unit {c['unit']}"] if c.get("unit") else []
+        if c.get("min") is not None or c.get("max") is not None:
+            limits.append(f"min {c['min']:g} max {c['max']:g}" if c.get("min") is not None
+                          and c.get("max") is not None else f"min {c['min']} max {c['max']}")
+        if c.get("needs_confirmation"):
+            limits.append("needs --confirm")
+        extra = f" [settable; {', '.join(limits)}]" if limits else " [settable]"
+        print(f"command {c['name']} {c['value']}: {c['description']}{extra}")
     for t in data.get("tasks", []):
         print(f"task {t['name']} at {t['cron']!r}: {t['description']}")
     current = None

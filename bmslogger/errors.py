@@ -135,3 +135,14 @@ class SinkUnavailable(BmsLoggerError):
 
 class SinkError(BmsLoggerError):
     """This batch can never be written (the server rejects it); it goes to dead letters."""
+
+
+class PointsRejected(SinkError):
+    """The sink stored the batch except `rejected`: (point, reason) pairs the server
+    refused and always will (a malformed point, a field type conflict). Only those go to
+    the dead-letter file; the rest of the batch counts as written."""
+
+    def __init__(self, rejected: list, message: str = "") -> None:
+        self.rejected = list(rejected)
+        first = self.rejected[0][1] if self.rejected else ""
+        super().__init__(message or f"{len(self.rejected)} point(s) rejected: {first}")

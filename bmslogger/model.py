@@ -117,6 +117,12 @@ class WriteSpec:
     value: str
     description: str
     needs_confirmation: bool = False
+    #: the value may be a secret (a password): logs and the audit log show ``***``
+    secret_value: bool = False
+    #: optional, for `describe`: the value's unit and the range the device accepts
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
