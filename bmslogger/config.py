@@ -67,10 +67,13 @@ _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 #: URL schemes pyserial's serial_for_url understands, plus the core's own sim:// and serial://.
 _PORT_SCHEMES = (
     "alt", "cp2110", "hwgrep", "loop", "rfc2217", "serial", "sim", "socket", "spy",
+    # opened by the driver itself (bmslogger.transport.DIRECT_SCHEMES): Modbus TCP units
+    "modbus-tcp",
 )
 _PORT_EXPECTED = (
     "a device path (/dev/ttyUSB0, /dev/serial/by-id/...), usb:VID:PID[:SERIAL], "
-    "socket://host:port, rfc2217://host:port or sim://PLUGIN?key=value"
+    "socket://host:port, rfc2217://host:port, modbus-tcp://host[:port] or "
+    "sim://PLUGIN?key=value"
 )
 _SECRET_HIDDEN = "the value is not shown because it is secret"
 
@@ -85,6 +88,11 @@ LOGGER_OPTIONS: tuple[Option, ...] = (
     Option("lock_timeout", "duration", 10.0, "longest wait for a port another program holds"),
     Option("state_dir", "str", "data/state", "folder for state kept across restarts"),
     Option("spool_dir", "str", "data/spool", "folder where points wait while a sink is down"),
+    Option("spool_max_mb", "int", 512, "disk budget of each sink's spool in MiB; the oldest "
+           "points go first when it is full", min=1),
+    Option("spool_fsync", "str", "always", 'when spooled points are forced to disk: "always" '
+           '(before a poll is acknowledged), a duration such as "2s" (at most that much is '
+           'lost on a power cut) or "never"'),
     Option("log_level", "choice", "info", choices=("debug", "info", "warning", "error")),
     Option("log_file", "str", "", 'log file; "" logs to stderr (the journal under systemd)'),
     Option("timezone", "str", "local", 'time zone of cron tasks: "local" or an IANA name'),
@@ -152,6 +160,8 @@ class LoggerSettings:
     lock_timeout_s: float = 10.0
     state_dir: str = "data/state"
     spool_dir: str = "data/spool"
+    spool_max_bytes: int = 512 * 1024 * 1024
+    spool_fsync: str | float = "always"
     log_level: str = "info"
     log_file: str = ""
     timezone: str = "local"
@@ -482,6 +492,14 @@ class _Checker:
         if tz != "local" and "timezone" not in table.failed:
             self.check_timezone(tz)
         state_dir = self.folder("state_dir", opts["state_dir"])
+        spool_fsync: str | float = "always"
+        if "spool_fsync" not in table.failed:
+            from bmslogger.spool import parse_fsync
+
+            try:
+                spool_fsync = parse_fsync(opts["spool_fsync"])
+            except ValueError as err:
+                self.issue("logger.spool_fsync", str(err))
         if "lock_dir" in table.values:
             lock_dir, note = self.folder("lock_dir", opts["lock_dir"]), ""
         else:
@@ -493,6 +511,8 @@ class _Checker:
             lock_timeout_s=opts["lock_timeout"],
             state_dir=state_dir,
             spool_dir=self.folder("spool_dir", opts["spool_dir"]),
+            spool_max_bytes=int(opts["spool_max_mb"]) * 1024 * 1024,
+            spool_fsync=spool_fsync,
             log_level=opts["log_level"],
             log_file=self.path(opts["log_file"]) if opts["log_file"] else "",
             timezone=tz,
@@ -638,6 +658,13 @@ class _Checker:
             host, sep, number = rest.split("?", 1)[0].rpartition(":")
             if not sep or not host or not number.isdigit() or not 0 < int(number) < 65536:
                 return f"expected {scheme}://host:port with a port from 1 to 65535, got {port!r}"
+        if scheme == "modbus-tcp":
+            host, sep, number = rest.split("?", 1)[0].rstrip("/").rpartition(":")
+            if not sep:
+                host, number = number, "502"
+            if not host or not number.isdigit() or not 0 < int(number) < 65536:
+                return ("expected modbus-tcp://host or modbus-tcp://host:port with a port "
+                        f"from 1 to 65535, got {port!r}")
         if scheme == "sim":
             plugin = rest.split("?", 1)[0].strip("/")
             if plugin not in self.registry.devices:
@@ -813,7 +840,7 @@ def _port_identity(port: str) -> str:
         return port.lower()
     if "://" in port:
         scheme, _, rest = port.partition("://")
-        if scheme.lower() in ("socket", "rfc2217"):
+        if scheme.lower() in ("socket", "rfc2217", "modbus-tcp"):
             rest = rest.lower()
         return f"{scheme.lower()}://{rest}"
     if os.path.exists(port):
@@ -838,6 +865,8 @@ def describe_config(cfg: LoggerConfig) -> str:
         f"log to {s.log_file or 'stderr'}, timezone {s.timezone}",
         f"  lock dir {s.lock_dir} (wait up to {_fmt_duration(s.lock_timeout_s)}), "
         f"state dir {s.state_dir}, spool dir {s.spool_dir}",
+        f"  spool up to {s.spool_max_bytes // (1024 * 1024)} MiB per sink, fsync "
+        f"{s.spool_fsync if isinstance(s.spool_fsync, str) else _fmt_duration(s.spool_fsync)}",
     ]
     if s.lock_dir_note:
         lines.append(f"  note: {s.lock_dir_note}")

@@ -1,0 +1,182 @@
+"""Every field the PACE driver emits, with its type and unit: the README's field table,
+``bmslogger describe pace`` and the schema test all read this one list."""
+
+from __future__ import annotations
+
+from bmslogger.model import FieldSpec
+
+from .protocol import (
+    ALARM_NAMES,
+    FAULT8_BITS,
+    FAULT10_BITS,
+    STATUS_FLAGS,
+    WARNING_FLAGS,
+)
+
+_ALARM_TEXT = {
+    "cell_overvoltage_protect": "cell over-voltage protection (protect 1 bit 0)",
+    "cell_undervoltage_protect": "cell under-voltage protection (protect 1 bit 1)",
+    "pack_overvoltage_protect": "pack over-voltage protection (protect 1 bit 2)",
+    "pack_undervoltage_protect": "pack under-voltage protection (protect 1 bit 3)",
+    "charge_overcurrent_protect": "charge over-current protection (protect 1 bit 4)",
+    "discharge_overcurrent_protect": "discharge over-current protection (protect 1 bit 5)",
+    "short_circuit_protect": "short-circuit protection (protect 1 bit 6)",
+    "charger_overvoltage_protect": "charger high-voltage protection (protect 1 bit 7, V3.1)",
+    "charge_overtemp_protect": "cell over-temperature while charging (protect 2 bit 0)",
+    "discharge_overtemp_protect": "cell over-temperature while discharging (protect 2 bit 1)",
+    "charge_undertemp_protect": "cell under-temperature while charging (protect 2 bit 2)",
+    "discharge_undertemp_protect": "cell under-temperature while discharging (protect 2 bit 3)",
+    "mosfet_overtemp_protect": "MOSFET over-temperature protection (protect 2 bit 4)",
+    "env_overtemp_protect": "environment over-temperature protection (protect 2 bit 5)",
+    "env_undertemp_protect": "environment under-temperature protection (protect 2 bit 6)",
+    "charge_mosfet_fault": "charge MOSFET fault (fault bit 0)",
+    "discharge_mosfet_fault": "discharge MOSFET fault (fault bit 1)",
+    "temp_sensor_fault": "temperature sensor (NTC) fault (fault bit 2)",
+    "communication_fault": "communication fault (fault bit 3, V3.1)",
+    "cell_fault": "cell fault (fault bit 4)",
+    "sampling_fault": "sampling (AFE) fault (fault bit 5)",
+    "current_limit_fault": "current-limiting fault (fault bit 6, V3.1)",
+    "heater_fault": "heating-film fault (fault bit 7, V3.1)",
+    "cell_overvoltage_warn": "cell over-voltage warning (warn 1 bit 0)",
+    "cell_undervoltage_warn": "cell under-voltage warning (warn 1 bit 1)",
+    "pack_overvoltage_warn": "pack over-voltage warning (warn 1 bit 2)",
+    "pack_undervoltage_warn": "pack under-voltage warning (warn 1 bit 3)",
+    "charge_overcurrent_warn": "charge over-current warning (warn 1 bit 4)",
+    "discharge_overcurrent_warn": "discharge over-current warning (warn 1 bit 5)",
+    "charge_overtemp_warn": "cell high temperature while charging (warn 2 bit 0)",
+    "discharge_overtemp_warn": "cell high temperature while discharging (warn 2 bit 1)",
+    "charge_undertemp_warn": "cell low temperature while charging (warn 2 bit 2)",
+    "discharge_undertemp_warn": "cell low temperature while discharging (warn 2 bit 3)",
+    "env_overtemp_warn": "environment high temperature warning (warn 2 bit 4)",
+    "env_undertemp_warn": "environment low temperature warning (warn 2 bit 5)",
+    "mosfet_overtemp_warn": "MOSFET high temperature warning (warn 2 bit 6)",
+    "low_soc_warn": "low power / low SOC warning (warn 2 bit 7)",
+    "total_voltage_fault": "total-voltage fault (V3.1 fault state 8 bit 0)",
+    "temp_difference_fault": "temperature-difference fault (fault state 8 bit 1)",
+    "current_sense_fault": "current-sense resistor fault (fault state 8 bit 2)",
+    "breaker_tripped": "breaker (trip unit) status (fault state 8 bit 3)",
+    "breaker_fault": "breaker fault (fault state 8 bit 4)",
+    "master_slave_offline": "master/slave offline (fault state 8 bit 5)",
+    "pack_locked": "pack locked (fault state 8 bit 6)",
+    "mcu_overvoltage": "MCU over-voltage (fault state 8 bit 7)",
+    "supply_12v_fault": "12 V supply fault (V3.1 fault state 10 bit 0)",
+}
+_GROUP_TEXT = {
+    "cell_voltage": "a cell voltage", "temperature": "a temperature",
+    "charge_current": "the charge current", "pack_voltage": "the pack voltage",
+    "discharge_current": "the discharge current",
+}
+_KIND_TEXT = {
+    "below_limit": "is below its lower limit (warning value 01)",
+    "above_limit": "is above its upper limit (warning value 02)",
+    "other_warning": "has another warning code (F0, 80-EF)",
+}
+for _group, _what in _GROUP_TEXT.items():
+    for _kind, _how in _KIND_TEXT.items():
+        _ALARM_TEXT[f"{_group}_{_kind}"] = f"{_what} {_how} (0x44 warning bytes)"
+assert set(WARNING_FLAGS) <= set(_ALARM_TEXT)
+
+_V31_ALARMS = set(FAULT8_BITS) | set(FAULT10_BITS)
+
+_STATUS_TEXT = {
+    "current_limit_on": "current-limit indicator on (indicator bit 0)",
+    "charge_fet_on": "charge FET on (indicator bit 1)",
+    "discharge_fet_on": "discharge FET on (indicator bit 2)",
+    "pack_supplying": "pack supplying power, i.e. discharging (indicator bit 3)",
+    "reverse_connection": "charger reverse connection (indicator bit 4)",
+    "ac_in": "AC in / charger present (indicator bit 5)",
+    "shutdown": "shutdown (indicator bit 6, V3.1)",
+    "heater_on": "heating film on (indicator bit 7, V3.1; heartbeat in 2018)",
+    "buzzer_enabled": "buzzer warning enabled (control bit 0)",
+    "charge_fet_function": "charge FET function (control bit 1, V3.1; polarity disputed)",
+    "discharge_fet_function": "discharge FET function (control bit 2, V3.1; polarity disputed)",
+    "current_limit_low_gear": "current-limit gear low (control bit 3)",
+    "charge_current_limit_disabled": "charge current limiting disabled (control bit 4)",
+    "led_warning_disabled": "LED warning disabled (control bit 5)",
+    "system_lock": "system lock function (control bit 6, V3.1)",
+    "test_mode": "test mode (control bit 7, V3.1)",
+    "fully_charged": "pack fully charged (protect 2 bit 7)",
+    "bluetooth_connected": "Bluetooth connected (V3.1 indicator state 9 bit 0)",
+    "wifi_connected": "WiFi connected (indicator state 9 bit 1)",
+    "hw_current_limit_off": "current limiting off, hardware over-voltage (indicator 9 bit 2)",
+}
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("battery", "voltage_v", "float", "V", "pack voltage (0x42)"),
+    FieldSpec("battery", "current_a", "float", "A", "pack current, + while charging (0x42)"),
+    FieldSpec("battery", "charging", "bool", "", "current above zero"),
+    FieldSpec("battery", "power_w", "float", "W", "voltage * current, + while charging"),
+    FieldSpec("battery", "soc_pct", "float", "%",
+              "state of charge: the BMS's own byte where the layout has one, else "
+              "remaining / full"),
+    FieldSpec("battery", "soh_pct", "float", "%",
+              "state of health: the BMS's own byte (extended layout), else full / design, "
+              "at most 100"),
+    FieldSpec("battery", "remaining_ah", "float", "Ah", "remaining capacity (0x42)"),
+    FieldSpec("battery", "full_ah", "float", "Ah", "full-charge capacity (0x42)"),
+    FieldSpec("battery", "cycles", "int", "", "cycle count (0x42)"),
+    FieldSpec("battery", "cell_min_v", "float", "V", "lowest cell"),
+    FieldSpec("battery", "cell_max_v", "float", "V", "highest cell"),
+    FieldSpec("battery", "cell_avg_v", "float", "V", "mean cell voltage"),
+    FieldSpec("battery", "cell_delta_v", "float", "V", "highest minus lowest cell"),
+    FieldSpec("battery", "temp_min_c", "float", "°C",
+              "lowest cell sensor (sensors 1-4 on 6-sensor packs, else all)"),
+    FieldSpec("battery", "temp_max_c", "float", "°C", "highest cell sensor (as temp_min_c)"),
+    FieldSpec("battery", "balancing_cells", "int", "", "cells balancing now (0x44)"),
+    FieldSpec("cell", "voltage_v", "float", "V", "cell voltage, tag cell = 1..N (0x42)"),
+    FieldSpec("cell", "balancing", "bool", "", "this cell is balancing (0x44 balance state)"),
+    FieldSpec("temperature", "temperature_c", "float", "°C",
+              "sensor, tag sensor = 1..N; 6-sensor packs: 1-4 cells, 5 MOSFET, 6 environment"),
+    *(FieldSpec("alarm", name, "bool", "",
+                _ALARM_TEXT[name] + (" — only with all five V3.1 extra bytes"
+                                     if name in _V31_ALARMS else ""))
+      for name in ALARM_NAMES),
+    FieldSpec("alarm", "active_count", "int", "", "alarm flags set"),
+    FieldSpec("pace_pack", "design_ah", "float", "Ah", "design capacity (0x42)"),
+    FieldSpec("pace_pack", "mosfet_temperature_c", "float", "°C",
+              "MOSFET sensor (sensor 5 of 6-sensor packs)"),
+    FieldSpec("pace_pack", "environment_temperature_c", "float", "°C",
+              "environment sensor (sensor 6 of 6-sensor packs)"),
+    FieldSpec("pace_pack", "soc_source", "str", "", "\"bms\" (SOC byte sent) or \"computed\""),
+    FieldSpec("pace_pack", "soh_source", "str", "", "\"bms\" (SOH byte sent) or \"computed\""),
+    FieldSpec("pace_pack", "layout", "str", "",
+              "0x42 tail layout: classic, soc, extended, extended_summary, enersol, pylon "
+              "or other"),
+    FieldSpec("pace_pack", "tail_bytes", "int", "", "bytes after P in each 0x42 record"),
+    FieldSpec("pace_pack", "p_value", "int", "", "the record's P byte (unreliable, §8.2)"),
+    FieldSpec("pace_pack", "cumulative_charge_raw", "int", "",
+              "V3.1 \"cumulative charge capacity\", raw (repeats design capacity on every "
+              "capture)"),
+    FieldSpec("pace_pack", "cumulative_discharge_raw", "int", "",
+              "V3.1 \"cumulative discharge capacity\", raw"),
+    FieldSpec("pace_pack", "independent_voltage_v", "float", "V",
+              "V3.1 independent total voltage 1"),
+    FieldSpec("pace_pack", "independent_current_a", "float", "A",
+              "V3.1 independent current 1, + while charging"),
+    FieldSpec("pace_pack", "summary_remaining_ah", "float", "Ah",
+              "V3.1 (2023) summary remaining capacity"),
+    FieldSpec("pace_pack", "summary_full_ah", "float", "Ah",
+              "V3.1 (2023) summary full-charge capacity"),
+    *(FieldSpec("pace_status", name, "bool", "", _STATUS_TEXT[name]) for name in STATUS_FLAGS),
+    *(FieldSpec("pace_status", name, "int", "", f"0x44 {text} byte as sent")
+      for name, text in (("protect1", "protect state 1"), ("protect2", "protect state 2"),
+                         ("indicator", "instruction/indicator state"),
+                         ("control", "control state"), ("fault", "fault state"),
+                         ("warn1", "warn state 1"), ("warn2", "warn state 2"))),
+    FieldSpec("pace_status", "balance_bits", "int", "",
+              "balance state 1 | balance state 2 << 8 (bit 0 = cell 1)"),
+    FieldSpec("pace_status", "cell_warning_count", "int", "", "cells with a non-zero warning"),
+    FieldSpec("pace_status", "temp_warning_count", "int", "",
+              "sensors with a non-zero warning"),
+    FieldSpec("pace_status", "extra_bytes", "int", "",
+              "bytes after warn state 2 in this firmware's 0x44 record"),
+    *(FieldSpec("pace_status", f"extra_{i}", "int", "",
+                f"extra 0x44 byte {i} as sent (meaning depends on firmware)")
+      for i in range(1, 6)),
+    FieldSpec("pace_info", "software_version", "str", "", "0xC1 software version text"),
+    FieldSpec("pace_info", "bluetooth_name", "str", "", "0xC1 second half (V3.1)"),
+    FieldSpec("pace_info", "bms_info", "str", "", "0xC2 BMS information (often a serial)"),
+    FieldSpec("pace_info", "pack_info", "str", "", "0xC2 pack information (serial or date)"),
+    FieldSpec("pace_info", "bms_time", "str", "", "0xB1 BMS clock, YYYY-MM-DD HH:MM:SS"),
+    FieldSpec("pace_info", "pack_count", "int", "", "0x90 packs in the group"),
+)
