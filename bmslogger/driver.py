@@ -84,13 +84,14 @@ class Driver:
             )
         if spec.needs_confirmation and not confirmed:
             raise WriteRefusedError(f"{name!r} needs --confirm: {spec.description}")
-        self.log.info("write %s=%s", name, value)
+        shown = "***" if spec.secret_value and value else value
+        self.log.info("write %s=%s", name, shown)
         try:
             answer = self._write(name, value)
         except Exception as err:
-            audit(self.device, name, value, {"error": str(err)}, self.clock())
+            audit(self.device, name, shown, {"error": str(err)}, self.clock())
             raise
-        audit(self.device, name, value, answer, self.clock())
+        audit(self.device, name, shown, answer, self.clock())
         return answer
 
     def _write(self, name: str, value: str) -> Mapping[str, Any]:
