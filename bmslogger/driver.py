@@ -41,6 +41,8 @@ class Driver:
         self.options = device.options
         self.transport = transport
         self.counters = counters if counters is not None else Counters()
+        #: state that outlives this driver instance (see `Counters.memory`)
+        self.memory = self.counters.memory
         self.clock = clock
         self.log = named_logger(type(self).__module__, device.name)
 

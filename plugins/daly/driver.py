@@ -78,11 +78,16 @@ class DalyDriver(Driver):
         self.host_candidates: tuple[int, ...] = (
             (p.HOST_PC, p.HOST_ALT) if host == "auto" else (int(host, 16),)
         )
-        self.host: int | None = None if host == "auto" else self.host_candidates[0]
+        # in "auto" mode the address that answered is remembered across polls
+        self.host: int | None = (
+            self.memory.get("host") if host == "auto" else self.host_candidates[0]
+        )
         self.filler: int = int(opts.get("filler", "0x00"), 16)
         #: "all": the unit sends every cell/temperature frame slot; "auto" learns it
         self.frames_mode: str = opts.get("frames", "needed")
-        self.sends_all_frames: bool = self.frames_mode == "all"
+        self.sends_all_frames: bool = (
+            self.frames_mode == "all" or bool(self.memory.get("sends_all_frames"))
+        )
         # bytes of unneeded frames still on the wire after a multi-frame answer: the BMS
         # sends them before it answers the next request, so that wait grows by as much
         self._in_flight = 0
@@ -90,7 +95,6 @@ class DalyDriver(Driver):
         self.invert_current: bool = bool(opts.get("invert_current", False))
         self.read_info: bool = bool(opts.get("read_info", False))
         self.info_interval_s: float = float(opts.get("info_interval", 3600.0))
-        self._info_due = 0.0  # monotonic time the next info read is due
         self.conversation = Conversation(
             transport, self.counters, self.log,
             timeout_s=device.timeout_s, retries=device.retries,
@@ -109,7 +113,7 @@ class DalyDriver(Driver):
             if limit is not None and frame.data[0] > limit:
                 self.log.debug("unit sends all 0x%02X frames, not only the needed ones",
                                frame.data_id)
-                self.sends_all_frames = True
+                self.sends_all_frames = self.memory["sends_all_frames"] = True
         if p.is_echo(frame, request):
             raise UnexpectedAnswerError("echo of the request (BMS asleep, or adapter "
                                         "loopback)", frame.raw)
@@ -209,7 +213,7 @@ class DalyDriver(Driver):
             result.errors.append("0x96 temperatures: skipped, sensor count unknown (0x94 failed)")
         ask(p.BALANCING, lambda f: p.decode_balancing(f[1]))
         ask(p.FAILURES, lambda f: p.decode_failures(f[1]))
-        if self.read_info and time.monotonic() >= self._info_due:
+        if self.read_info and time.monotonic() >= self.memory.get("info_due", 0.0):
             self._poll_info(result, got, ask)
 
         result.points.extend(self._points(got, cells, sensors, now_ns))
@@ -230,7 +234,7 @@ class DalyDriver(Driver):
             result.answered += 1
             if self.host is None:
                 self.log.debug("BMS answers host address 0x%02X", host)
-                self.host = host
+                self.host = self.memory["host"] = host
             return True
         result.errors.extend(errors)
         result.errors.append(
@@ -238,7 +242,7 @@ class DalyDriver(Driver):
             "nothing else asked"
         )
         if len(self.host_candidates) > 1:
-            self.host = None  # probe both addresses again next time
+            self.host = self.memory["host"] = None  # probe both addresses again next time
         return False
 
     def _poll_info(self, result: PollResult, got: dict[int, Any], ask: Callable[..., bool]
@@ -254,7 +258,7 @@ class DalyDriver(Driver):
                 dict(p.decode_text_frame(fr, i) for fr in f.values()), i),
                 frames=p.TEXT_FRAMES[text_id]))
         if all(ok):
-            self._info_due = time.monotonic() + self.info_interval_s
+            self.memory["info_due"] = time.monotonic() + self.info_interval_s
 
     # --- points -------------------------------------------------------------------------------
 
