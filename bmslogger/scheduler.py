@@ -56,10 +56,11 @@ def build_scheduler(service: Any, settings: Any) -> Any:
             misfire_grace_time=max(1, int(device.interval_s)),
             next_run_time=now,
         )
-        declared = {t.name: t for t in poller.dtype.tasks}
-        for task_name, spec in declared.items():
-            cron = device.tasks.get(task_name, spec.default_cron)
-            if not cron:
+        declared = {t.name for t in poller.dtype.tasks}
+        # device.tasks holds the enabled tasks with their cron (the config fills in the
+        # plugin's defaults and drops those set to "off")
+        for task_name, cron in device.tasks.items():
+            if task_name not in declared or not cron:
                 continue
             scheduler.add_job(
                 service.poll_and_submit,

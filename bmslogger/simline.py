@@ -496,6 +496,10 @@ class _LineServer:
     def _release(self) -> None:
         """Close the subclass's descriptors (after the thread stopped)."""
 
+    def _hang_up(self) -> None:
+        """The device ended the connection after its answer (`Simulator.hangup_after_answer`);
+        only lines with connections (TCP) do anything."""
+
     # loop
 
     @property
@@ -521,6 +525,8 @@ class _LineServer:
                 due = wire.take(1 << 30, now)
                 if due:
                     self._send(due)
+                    if not wire.bursts and self.simulator.hangup_after_answer:
+                        self._hang_up()
                 event = wire.next_event(now)
                 timeout = None if event is None else max(0.0, event - now)
                 if due and timeout is not None:
@@ -686,6 +692,9 @@ class TcpServer(_LineServer):
             self._drop_client()
             return
         self._received(data, now)
+
+    def _hang_up(self) -> None:
+        self._drop_client()
 
     def _drop_client(self) -> None:
         if self._client is not None:

@@ -65,6 +65,10 @@ class Simulator:
     PORT_DEFAULTS: PortSettings = PortSettings()
     #: seconds between unsolicited transmissions, or None for a purely polled device
     broadcast_interval_s: float | None = None
+    #: on a TCP line (`bmslogger.simline.serve_tcp`), close the client's connection once
+    #: everything queued has been sent, like Modbus TCP units that hang up after every
+    #: answer. May change per request; other lines ignore it.
+    hangup_after_answer: bool = False
 
     def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
         self.options = options

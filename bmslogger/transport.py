@@ -8,9 +8,13 @@ A port is one of:
 * ``socket://host:port``: a raw RS-485/RS-232-to-TCP bridge;
 * ``rfc2217://host:port``: a bridge speaking Telnet COM-port control;
 * ``sim://PLUGIN?key=value``: an in-process simulator on an emulated line
-  (`bmslogger.simline`), paced at the baud rate.
+  (`bmslogger.simline`), paced at the baud rate;
+* a scheme in `DIRECT_SCHEMES` (``modbus-tcp://host[:port]``): not opened here at all.
+  The driver connects by itself (a TriStar MPPT closes its Modbus TCP connection after
+  every answer, so its driver connects per request); the core still takes the port lock
+  per host:port and hands the driver a `Transport` whose `serial` is None.
 
-Everything but ``usb:`` and ``sim://`` goes to pyserial's ``serial_for_url``. pyserial and
+Everything else but ``usb:`` goes to pyserial's ``serial_for_url``. pyserial and
 socket errors never escape: they become `PortUnavailableError` (cannot open) or
 `TransportError` (failed mid-conversation).
 """
@@ -23,6 +27,9 @@ from typing import Any
 
 from bmslogger.errors import PortUnavailableError, TransportError
 from bmslogger.model import PortSettings
+
+#: URL schemes the core does not open: the driver owns the connection (see module docstring).
+DIRECT_SCHEMES: tuple[str, ...] = ("modbus-tcp",)
 
 _USB_RE = re.compile(r"^usb:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})(?::(.+))?$")
 
@@ -102,6 +109,16 @@ class Transport:
         """Seconds `nbytes` take on this line at its baud rate."""
         return self.settings.wire_time(nbytes)
 
+    @property
+    def serial(self) -> Any:
+        """The open pyserial port (or the ``sim://`` stand-in with the same surface), for
+        drivers built on a library that drives a pyserial object itself (modbus-tk's
+        RtuMaster). Such a library may change the port's timeouts; the next `read`
+        re-applies its own. The core still owns the port: do not close it. None for the
+        `DIRECT_SCHEMES`, whose drivers connect by themselves."""
+        self._timeout = None
+        return self._port
+
     def write(self, data: bytes) -> None:
         try:
             self._port.write(data)
@@ -142,6 +159,8 @@ class Transport:
             raise TransportError(f"{self.url}: read failed: {err}") from err
 
     def close(self) -> None:
+        if self._port is None:
+            return
         try:
             self._port.close()
         except Exception:  # closing a vanished adapter must not mask the real error
@@ -155,7 +174,12 @@ class Transport:
 
 
 def open_transport(url: str, settings: PortSettings) -> Transport:
-    """Open `url` with `settings`; raise `PortUnavailableError` with the cause if it can't."""
+    """Open `url` with `settings`; raise `PortUnavailableError` with the cause if it can't.
+
+    For a `DIRECT_SCHEMES` URL nothing is opened: the Transport only carries the URL and
+    settings to the driver, which connects by itself."""
+    if url.split("://", 1)[0] in DIRECT_SCHEMES and "://" in url:
+        return Transport(url, settings, None)
     if url.startswith("sim://"):
         from bmslogger.simline import open_sim_port
 
