@@ -30,16 +30,10 @@ from bmslogger.plugins.pace.driver import PaceDriver
 from bmslogger.plugins.pace.fields import FIELDS
 from bmslogger.plugins.pace.simulator import VARIANTS, PaceSimulator
 from bmslogger.simline import serve_pty, serve_tcp
+from bmslogger.stats import Counters
 from bmslogger.transport import open_transport
 
 SETTINGS = DEVICE.port_defaults
-
-
-@pytest.fixture(autouse=True)
-def _fresh_info_schedule():
-    PaceDriver.forget_info()
-    yield
-    PaceDriver.forget_info()
 
 
 def make_sim(**options: Any) -> PaceSimulator:
@@ -56,13 +50,14 @@ def device(retries: int = 2, timeout_s: float | None = None, **options: Any) -> 
 
 
 @contextlib.contextmanager
-def bench(sim: PaceSimulator, tcp: bool = False, **driver_options: Any) -> Iterator[PaceDriver]:
+def bench(sim: PaceSimulator, tcp: bool = False, counters: Counters | None = None,
+          **driver_options: Any) -> Iterator[PaceDriver]:
     retries = driver_options.pop("retries", 2)
     server = serve_tcp(sim) if tcp else serve_pty(sim)
     with server:
         transport = open_transport(server.url if tcp else server.path, SETTINGS)
         try:
-            yield PaceDriver(device(retries=retries, **driver_options), transport)
+            yield PaceDriver(device(retries=retries, **driver_options), transport, counters)
         finally:
             transport.close()
 
@@ -295,9 +290,10 @@ def test_fields_types_and_readme_agree():
 
 def test_identity_is_read_once_per_interval():
     sim = make_sim(packs=1)
-    with bench(sim, read_info=True) as driver:
+    counters = Counters()  # what the runtime keeps per device between polls
+    with bench(sim, read_info=True, counters=counters) as driver:
         first = driver.poll()
-    with bench(sim, read_info=True) as driver:
+    with bench(sim, read_info=True, counters=counters) as driver:
         second = driver.poll()
     assert any(pt.measurement == "pace_info" for pt in first.points)
     assert not any(pt.measurement == "pace_info" for pt in second.points)

@@ -20,7 +20,7 @@ from bmslogger.model import DeviceConfig, FieldSpec, Point, PollResult
 from bmslogger.options import resolve_options
 from bmslogger.plugins.rec import DEVICE
 from bmslogger.plugins.rec import protocol as p
-from bmslogger.plugins.rec.driver import RecDriver, forget_schedules
+from bmslogger.plugins.rec.driver import RecDriver
 from bmslogger.plugins.rec.fields import FIELDS, SETTING_FIELDS
 from bmslogger.plugins.rec.instructions import ERROR_NAMES, SETTABLE
 from bmslogger.plugins.rec.simulator import RecSimulator
@@ -76,7 +76,6 @@ def device(retries: int = 2, audit_log: str = "", **options: Any) -> DeviceConfi
 @contextlib.contextmanager
 def bench(sim: Simulator, retries: int = 2, audit_log: str = "",
           **options: Any) -> Iterator[RecDriver]:
-    forget_schedules()
     with serve_pty(sim) as server:
         transport = open_transport(server.path, SETTINGS)
         try:
@@ -217,7 +216,8 @@ def test_caps_sign_and_slow_groups():
     with bench(sim, cells=12, sensors=2, invert_current=True, rint_interval=3600.0,
                info_interval=3600.0) as driver:
         first = driver.poll()
-        second = RecDriver(driver.device, driver.transport).poll()  # rebuilt, like runtime
+        # rebuilt for the next poll like the runtime does, with the same device counters
+        second = RecDriver(driver.device, driver.transport, driver.counters).poll()
     measurements = [pt.measurement for pt in first.points]
     assert measurements.count("cell") == 12 and measurements.count("temperature") == 2
     assert measurements.count("rec_cell") == 12
@@ -240,7 +240,6 @@ def test_aa_and_55_bytes_inside_the_data():
 def test_several_units_on_one_bus_by_address():
     one, six = make_sim(address=1, cells=8), make_sim(address=6, cells=12)
     bus = Bus(one, six)
-    forget_schedules()
     with serve_pty(bus) as server, open_transport(server.path, SETTINGS) as line:
         results = {a: RecDriver(device(address=a), line).poll() for a in (1, 6)}
     for address, sim in ((1, one), (6, six)):

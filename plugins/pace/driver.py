@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from bmslogger.conversation import Conversation
 from bmslogger.driver import Driver
@@ -62,10 +62,6 @@ def _label(cid2: int, command: int | None = None) -> str:
 class PaceDriver(Driver):
     """Polls every configured pack of a PACE battery; see the module docstring."""
 
-    #: when the identity of a device was last read: (name, port) -> monotonic due time.
-    #: Class-level because the logger builds a new driver for every poll.
-    _info_due: ClassVar[dict[tuple[str, str], float]] = {}
-
     def __init__(
         self,
         device: DeviceConfig,
@@ -100,11 +96,6 @@ class PaceDriver(Driver):
         # record sizes seen in this poll, for the deadline of the next request
         self._analog_size = ANALOG_RECORD_GUESS
         self._status_size = STATUS_RECORD_GUESS
-
-    @classmethod
-    def forget_info(cls) -> None:
-        """Read identity again at the next poll of every device (tests, reloads)."""
-        cls._info_due.clear()
 
     # --- one exchange ---------------------------------------------------------------------
 
@@ -303,8 +294,8 @@ class PaceDriver(Driver):
 
     def _poll_info(self, ask: Callable[..., Any], result: PollResult, count: int | None,
                    t: int) -> None:
-        key = (self.device.name, self.device.port)
-        if time.monotonic() < self._info_due.get(key, 0.0):
+        # the driver is rebuilt every poll; the device's memory keeps the schedule
+        if time.monotonic() < self.memory.get("info_due", 0.0):
             return
         info: dict[str, FieldValue] = {}
         if count is not None:
@@ -339,7 +330,7 @@ class PaceDriver(Driver):
         if info:
             result.points.append(Point("pace_info", dict(self.base_tags), info, t))
         if not failed:
-            self._info_due[key] = time.monotonic() + self.info_interval_s
+            self.memory["info_due"] = time.monotonic() + self.info_interval_s
 
     # --- points ------------------------------------------------------------------------------
 

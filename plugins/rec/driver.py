@@ -21,7 +21,6 @@ before any byte goes out, read the old value, send ``NAME value``, require the a
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -61,18 +60,6 @@ SETTINGS_ORDER = tuple(SETTING_FIELDS)
 
 #: Longest CELL/PTEM/RINT answer the deadline allows for: 16 floats.
 _MAX_FLOATS = 16
-
-# When each slow group (RINT, info, settings) is next due, per device. Drivers are built
-# afresh for every poll, so the schedule lives here: (name, port, address, group) -> time.
-_due: dict[tuple[str, str, int, str], float] = {}
-_due_lock = threading.Lock()
-
-
-def forget_schedules() -> None:
-    """Make every slow group due again (tests; a reloaded configuration)."""
-    with _due_lock:
-        _due.clear()
-
 
 def _r(value: float) -> float:
     """A float32 from the wire as the 7 significant digits it carries (3.966, not
@@ -142,16 +129,13 @@ class RecDriver(Driver):
 
     # --- the poll -----------------------------------------------------------------------------
 
-    def _due_key(self, group: str) -> tuple[str, str, int, str]:
-        return (self.device.name, self.device.port, self.address, group)
-
+    # When each slow group (RINT, info, settings) is next due. Drivers are built afresh for
+    # every poll, so the schedule lives in the device's memory, which outlives them.
     def _is_due(self, group: str) -> bool:
-        with _due_lock:
-            return time.monotonic() >= _due.get(self._due_key(group), 0.0)
+        return time.monotonic() >= self.memory.get(f"due:{group}", 0.0)
 
     def _done(self, group: str, interval: float) -> None:
-        with _due_lock:
-            _due[self._due_key(group)] = time.monotonic() + interval
+        self.memory[f"due:{group}"] = time.monotonic() + interval
 
     def poll(self) -> PollResult:
         """Read everything once; keep what was read when a part fails."""
