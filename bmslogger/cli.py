@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="check a configuration, open nothing")
     _add_config(p)
 
+    p = sub.add_parser("status", help="what the running daemon is doing (from the status "
+                                      "file it rewrites every few seconds)")
+    _add_config(p)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
     p = sub.add_parser("simulate", help="serve a device simulator on a new pseudo-terminal "
                                         "(or TCP port) paced like the real line")
     p.add_argument("plugin")
@@ -139,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `bmslogger describe daly | head`: the reader left; that is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OK
 
 
 def print_json(data: Any) -> None:

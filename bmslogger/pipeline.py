@@ -19,16 +19,22 @@ A slow, hanging or failing sink therefore delays only itself. Each queue holds a
 are dropped, counted, reported through ``on_dropped``, and logged once per overflow
 episode (the episode ends when the queue has drained to half its bound).
 
-Where the disk spool goes: the queue is the small `_MemoryQueue` class, used only
-through ``put`` / ``reserve`` / ``commit`` / ``__len__`` / ``waiting`` /
-``oldest_waiting_since``. A batch is *reserved* (peeked) while it is written and
-*committed* (removed) only after the sink stored it or it was dead-lettered, so a
-durable spool can replace the class one-for-one: ``put`` appends to an append-only
-segment file per sink under the spool folder (fsynced per submit), ``reserve`` reads
-from a persisted read cursor, and ``commit`` advances and fsyncs the cursor and deletes
-segments it has passed. A crash, a SIGKILL or a database outage of days then loses
-nothing: on start the worker replays from the cursor, in order. The overflow bound
-becomes a byte budget on disk instead of a point count in memory.
+Store and forward: with a ``spool_dir`` every sink's queue is a `bmslogger.spool.Spool`
+instead of the in-memory `_MemoryQueue` (same five calls). ``submit`` then appends each
+point to every sink's segment log under ``<spool_dir>/<sink>/`` and syncs it as the fsync
+policy says *before it returns*, so what the poller was told is delivered survives a
+crash, a SIGKILL or a power cut; the worker reserves a batch, writes it and only then
+commits (moves and persists the sink's cursor). On start a sink's unacknowledged spool is
+replayed first, in order. Delivery is at least once: a batch the sink stored just before
+the process died is sent again, which each sink makes harmless (InfluxDB overwrites the
+same series and time; MySQL has a unique key on tags and time). The bound is then a byte
+budget per sink (``spool_max_bytes``): the oldest segment goes first, and its points are
+counted, logged and reported exactly like a memory-queue overflow. The newest
+``max_queue`` points (at most 10 000) stay in memory too, so a healthy sink never reads
+its spool back.
+
+A sink may also raise `PointsRejected` (a `SinkError` naming the points it refused after
+storing the rest): only those go to the dead-letter file; the batch counts as written.
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
-from bmslogger.errors import SinkError, SinkUnavailable
+from bmslogger.errors import BmsLoggerError, PointsRejected, SinkError, SinkUnavailable
 from bmslogger.model import Point, SinkConfig
 from bmslogger.sink import Sink
+from bmslogger.spool import DEFAULT_MAX_BYTES, Spool, SpoolBusy, encode_point
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class _MemoryQueue:
     Only the worker reserves and commits; `put` may come from any thread. The owner
     holds the lock around every call.
     """
+
+    durable = False
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, int(limit))
@@ -119,12 +128,19 @@ class _MemoryQueue:
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def _safe_name(sink_name: str) -> str:
+    safe = _SAFE_NAME.sub("_", sink_name) or "_"
+    return "_" + safe if safe.startswith(".") else safe
+
+
 def dead_letter_path(dead_letter_dir: str, sink_name: str) -> str:
     """Where the dead letters of one sink go: ``<dir>/<sink name>.jsonl``."""
-    safe = _SAFE_NAME.sub("_", sink_name) or "_"
-    if safe.startswith("."):
-        safe = "_" + safe
-    return os.path.join(dead_letter_dir, safe + ".jsonl")
+    return os.path.join(dead_letter_dir, _safe_name(sink_name) + ".jsonl")
+
+
+def spool_path(spool_dir: str, sink_name: str) -> str:
+    """The spool folder of one sink: ``<spool_dir>/<sink name>``."""
+    return os.path.join(spool_dir, _safe_name(sink_name))
 
 
 def read_dead_letters(path: str) -> list[tuple[Point, str]]:
@@ -160,6 +176,7 @@ class _Worker:
         on_dropped: DroppedCallback | None,
         backoff_initial: float,
         backoff_max: float,
+        spool: Spool | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -171,7 +188,8 @@ class _Worker:
         self.batch_size = max(1, int(config.batch_size))
         self.interval = max(0.0, float(config.flush_interval_s))
         self.cond = threading.Condition()
-        self.queue = _MemoryQueue(config.max_queue)
+        self.queue: Any = spool if spool is not None else _MemoryQueue(config.max_queue)
+        self.durable = spool is not None
         self.thread: threading.Thread | None = None
         self.opened = False
         self.stop_requested = False
@@ -191,13 +209,17 @@ class _Worker:
         self.retries = 0
         self.dropped = 0
         self.dead_lettered = 0
+        self.spool_failed = False
         self.last_error: str | None = None
         self.last_success: float | None = None
         self._retry_after: float | None = None
 
     # --- called from other threads -------------------------------------------------------
 
-    def submit(self, points: Sequence[Point]) -> None:
+    def submit(self, points: Sequence[Point], payloads: Sequence[bytes] | None = None) -> None:
+        if self.durable:
+            self._submit_durable(points, payloads)
+            return
         with self.cond:
             dropped = self.queue.put(points, time.monotonic())
             first = False
@@ -217,6 +239,54 @@ class _Worker:
                     extra={"sink": self.name},
                 )
             self._report_dropped(dropped, f"queue full (max_queue={self.queue.limit})")
+
+    def _submit_durable(self, points: Sequence[Point], payloads: Sequence[bytes] | None) -> None:
+        # the spool locks itself; its disk write must not hold the worker's condition,
+        # or a worker busy committing would stall the poller
+        try:
+            dropped = self.queue.put(points, time.monotonic(), payloads)
+        except OSError as err:
+            with self.cond:
+                self.dropped += len(points)
+                first = not self.spool_failed
+                self.spool_failed = True
+                self.last_error = f"spool write failed: {err}"
+            if first:
+                log.error(
+                    "sink %s: cannot write the spool in %s: %s; points are dropped until "
+                    "it works again",
+                    self.name,
+                    self.queue.directory,
+                    err,
+                    extra={"sink": self.name},
+                )
+            self._report_dropped(points, f"spool write failed: {err}")
+            return
+        with self.cond:
+            if self.spool_failed:
+                self.spool_failed = False
+                log.warning("sink %s: spool writable again", self.name, extra={"sink": self.name})
+            first = False
+            if dropped:
+                self.dropped += len(dropped)
+                self.overflow_dropped += len(dropped)
+                first = not self.overflowing
+                self.overflowing = True
+            self.cond.notify_all()
+        if dropped:
+            if first:
+                log.error(
+                    "sink %s: spool full (spool_max_bytes=%d), dropping the oldest points "
+                    "until it drains",
+                    self.name,
+                    self.queue.limit,
+                    extra={"sink": self.name},
+                )
+            self._report_dropped(dropped, f"spool full (spool_max_bytes={self.queue.limit})")
+
+    def failing(self) -> bool:
+        with self.cond:
+            return self.failures > 0
 
     def request_flush(self) -> int:
         with self.cond:
@@ -257,6 +327,7 @@ class _Worker:
             return len(self.queue)
 
     def stats(self) -> dict[str, int | float | str | None]:
+        spool = self.queue.stats() if self.durable else {}
         with self.cond:
             return {
                 "queued": len(self.queue),
@@ -266,6 +337,8 @@ class _Worker:
                 "retries": self.retries,
                 "dropped": self.dropped,
                 "dead_lettered": self.dead_lettered,
+                "spool_points": spool.get("spool_points", 0),
+                "spool_bytes": spool.get("spool_bytes", 0),
                 "last_error": self.last_error,
                 "last_success": self.last_success,
             }
@@ -340,20 +413,28 @@ class _Worker:
                 self.cond.wait(timeout)
 
     def _write(self, batch: list[Point]) -> bool:
+        rejected: list[tuple[Point, str]] = []
         try:
             self.sink.write(batch)
         except SinkUnavailable as err:
             self._failed("write", err, retry_after=err.retry_after)
             return False
+        except PointsRejected as err:
+            rejected = list(err.rejected)
         except SinkError as err:
             self._dead_letter(batch, str(err))
             return True
         except Exception as err:
             self._failed("write", err, bug=True)
             return False
+        if rejected:
+            self._save_dead_letters(rejected)
+        if self.durable:
+            self._commit_durable()
         with self.cond:
-            self.queue.commit()
-            self.written += len(batch)
+            if not self.durable:
+                self.queue.commit()
+            self.written += len(batch) - len(rejected)
             self.batches += 1
             self.last_success = time.time()
             recovered = self.failures
@@ -443,6 +524,62 @@ class _Worker:
             gen = self._action_gen
             self.cond.wait_for(lambda: self.wake_gen != gen, timeout=delay)
 
+    def _commit_durable(self) -> None:
+        try:
+            self.queue.commit()
+        except OSError as err:
+            # the batch is stored (or dead-lettered) and the spool's memory moved on; only
+            # the cursor file is stale, so a restart would send the batch again (harmless)
+            log.error("sink %s: cannot save the spool cursor: %s", self.name, err,
+                      extra={"sink": self.name})
+
+    def _save_dead_letters(self, rejected: list[tuple[Point, str]]) -> None:
+        """Dead-letter the points a sink refused out of a batch it otherwise stored."""
+        saved = self._append_dead_letters([(p, e) for p, e in rejected])
+        with self.cond:
+            if saved:
+                self.dead_lettered += len(rejected)
+            else:
+                self.dropped += len(rejected)
+            self.last_error = rejected[-1][1]
+        for point, error in rejected:
+            self._report_dropped([point], f"rejected by sink: {error}")
+
+    def _append_dead_letters(self, items: list[tuple[Point, str]]) -> bool:
+        path = dead_letter_path(self.dead_letter_dir, self.name)
+        lines = []
+        for p, error in items:
+            obj = p.to_json()
+            obj["time_ns"] = p.time_ns
+            obj["error"] = error
+            obj["sink"] = self.name
+            lines.append(json.dumps(obj, default=str) + "\n")
+        try:
+            os.makedirs(self.dead_letter_dir, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("".join(lines))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            log.error(
+                "sink %s: %d points rejected and the dead-letter file %s failed: %s",
+                self.name,
+                len(items),
+                path,
+                err,
+                extra={"sink": self.name},
+            )
+            return False
+        log.error(
+            "sink %s: %d points rejected (%s); saved to %s",
+            self.name,
+            len(items),
+            items[0][1],
+            path,
+            extra={"sink": self.name},
+        )
+        return True
+
     def _dead_letter(self, batch: list[Point], error: str) -> None:
         path = dead_letter_path(self.dead_letter_dir, self.name)
         lines = []
@@ -479,8 +616,11 @@ class _Worker:
                 path,
                 extra={"sink": self.name},
             )
+        if self.durable:
+            self._commit_durable()
         with self.cond:
-            self.queue.commit()
+            if not self.durable:
+                self.queue.commit()
             if saved:
                 self.dead_lettered += len(batch)
             else:
@@ -495,10 +635,11 @@ class _Worker:
 
     def _end_overflow_episode_if_drained(self) -> None:
         # caller holds the lock
-        if self.overflowing and len(self.queue) <= self.queue.limit // 2:
+        size = self.queue.bytes if self.durable else len(self.queue)
+        if self.overflowing and size <= self.queue.limit // 2:
             self.overflowing = False
             log.warning(
-                "sink %s: queue drained; %d points were dropped while it was full",
+                "sink %s: queue or spool drained; %d points were dropped while it was full",
                 self.name,
                 self.overflow_dropped,
                 extra={"sink": self.name},
@@ -521,12 +662,23 @@ class _Worker:
         except Exception as err:
             log.warning("sink %s: close failed: %s", self.name, err, extra={"sink": self.name})
 
+    def close_spool(self) -> None:
+        if self.durable:
+            try:
+                self.queue.close()
+            except OSError as err:
+                log.error("sink %s: closing the spool failed: %s", self.name, err,
+                          extra={"sink": self.name})
+
 
 class Pipeline:
     """Delivers points to every configured sink; see the module docstring.
 
     Sinks whose config has ``enabled = false`` are left out. `backoff_initial` /
-    `backoff_max` (seconds) shape the retry back-off; tests shorten them.
+    `backoff_max` (seconds) shape the retry back-off; tests shorten them. With
+    `spool_dir`, every sink gets a disk spool (`bmslogger.spool`) bounded by
+    `spool_max_bytes` and synced as `spool_fsync` says (``"always"``, ``"never"`` or
+    seconds); an existing spool is recovered here and replayed once started.
     """
 
     def __init__(
@@ -537,20 +689,57 @@ class Pipeline:
         *,
         backoff_initial: float = BACKOFF_INITIAL_S,
         backoff_max: float = BACKOFF_MAX_S,
+        spool_dir: str | None = None,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        spool_fsync: str | float = "always",
     ) -> None:
         self.dead_letter_dir = dead_letter_dir
-        self._workers = [
-            _Worker(cfg, sink, dead_letter_dir, on_dropped, backoff_initial, backoff_max)
-            for cfg, sink in sinks
-            if getattr(cfg, "enabled", True)
-        ]
-        names = [w.name for w in self._workers]
+        self.spool_dir = spool_dir
+        enabled = [(cfg, sink) for cfg, sink in sinks if getattr(cfg, "enabled", True)]
+        names = [cfg.name for cfg, _ in enabled]
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
+        self._workers = []
+        for cfg, sink in enabled:
+            spool = None
+            if spool_dir is not None:
+                try:
+                    spool = self._open_spool(cfg, spool_dir, spool_max_bytes, spool_fsync)
+                except SpoolBusy as err:
+                    log.warning("sink %s: %s; this run keeps its points in memory only",
+                                cfg.name, err, extra={"sink": cfg.name})
+            self._workers.append(
+                _Worker(cfg, sink, dead_letter_dir, on_dropped, backoff_initial, backoff_max,
+                        spool)
+            )
+        self._durable = any(w.durable for w in self._workers)
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
         self._warned_closed = False
+
+    @staticmethod
+    def _open_spool(
+        cfg: SinkConfig, spool_dir: str, max_bytes: int, fsync: str | float
+    ) -> Spool:
+        path = spool_path(spool_dir, cfg.name)
+        memory = max(2 * int(cfg.batch_size), min(int(cfg.max_queue), 10_000))
+        try:
+            spool = Spool(path, max_bytes=max_bytes, fsync=fsync, memory_points=memory)
+        except SpoolBusy:
+            raise
+        except OSError as err:
+            raise BmsLoggerError(f"sink {cfg.name}: cannot open the spool {path}: {err}") from err
+        if len(spool):
+            log.info(
+                "sink %s: %d points waiting in the spool %s from an earlier run; replaying "
+                "them first",
+                cfg.name,
+                len(spool),
+                path,
+                extra={"sink": cfg.name},
+            )
+        return spool
 
     def start(self) -> None:
         """Start one worker per sink; each opens its sink first (retrying with back-off
@@ -563,16 +752,18 @@ class Pipeline:
             w.start()
 
     def submit(self, points: Sequence[Point]) -> None:
-        """Queue `points` for every sink. Never waits for I/O; on a full queue the
-        oldest points are dropped and reported."""
+        """Queue `points` for every sink. Never waits for a sink; with a spool it
+        appends to local disk (and syncs as the fsync policy says) before returning. On
+        a full queue or spool the oldest points are dropped and reported."""
         if not points:
             return
         if self._closed and not self._warned_closed:
             self._warned_closed = True
             log.warning("points submitted after the pipeline was closed; they stay unsent")
         points = list(points)
+        payloads = [encode_point(p) for p in points] if self._durable else None
         for w in self._workers:
-            w.submit(points)
+            w.submit(points, payloads)
 
     def flush(self, timeout: float) -> bool:
         """Write everything queued now, ignoring batch age, and make it durable; wait up
@@ -580,6 +771,9 @@ class Pipeline:
         if not self._started or self._closed:
             return self.unsent() == 0
         deadline = time.monotonic() + max(0.0, timeout)
+        for w in self._workers:
+            if w.durable:
+                w.queue.sync()
         tickets = [(w, w.request_flush()) for w in self._workers]
         ok = True
         for w, ticket in tickets:
@@ -599,6 +793,7 @@ class Pipeline:
                 if not w.finished and w.thread is None:
                     w.finished = True
                     w._close_sink()
+                w.close_spool()
             return self.unsent() == 0
         # drain until shortly before the deadline, then stop whatever is left, so that
         # workers idle in a back-off still get to close their sinks in time
@@ -606,8 +801,14 @@ class Pipeline:
         for w in self._workers:
             w.request_close()
         for w in self._workers:
-            if w.thread is not None:
-                w.thread.join(max(0.0, deadline - grace - time.monotonic()))
+            while w.thread is not None and w.thread.is_alive():
+                left = deadline - grace - time.monotonic()
+                if left <= 0:
+                    break
+                if w.durable and w.failing():
+                    # the points are safe on disk: no reason to wait out the deadline
+                    w.request_stop()
+                w.thread.join(min(0.1, left))
         for w in self._workers:
             w.request_stop()
         for w in self._workers:
@@ -619,8 +820,14 @@ class Pipeline:
                         w.name,
                         extra={"sink": w.name},
                     )
+        for w in self._workers:
+            if w.thread is None or not w.thread.is_alive():
+                w.close_spool()
         left = self.unsent()
-        if left:
+        if left and self._durable:
+            log.warning("%d points were not written before shutdown; they stay in the spool "
+                        "%s and are sent after the next start", left, self.spool_dir)
+        elif left:
             log.error("%d points were not written before shutdown", left)
         return left == 0
 
@@ -631,5 +838,6 @@ class Pipeline:
 
     def stats(self) -> dict[str, dict[str, int | float | str | None]]:
         """Per sink: queued (incl. in flight), in_flight, written, batches, retries,
-        dropped, dead_lettered, last_error, last_success (unix time or None)."""
+        dropped, dead_lettered, spool_points, spool_bytes (0 without a spool),
+        last_error, last_success (unix time or None)."""
         return {w.name: w.stats() for w in self._workers}

@@ -180,6 +180,7 @@ class LoggerService:
         ]
         self.pipeline = self._build_pipeline()
         self._stop = threading.Event()
+        self._started = time.time()
 
     def _build_pipeline(self) -> Any:
         import os
@@ -192,7 +193,8 @@ class LoggerService:
                 continue
             sink_class = self.registry.sinks[sc.plugin].load_sink()
             sinks.append((sc, sink_class(sc)))
-        dead = os.path.join(self.config.settings.spool_dir, "deadletter")
+        settings = self.config.settings
+        dead = os.path.join(settings.spool_dir, "deadletter")
         hook = self.registry.pm.hook
 
         def dropped(sink: str, points: Sequence[Point], reason: str) -> None:
@@ -201,7 +203,14 @@ class LoggerService:
             except Exception:
                 log.exception("plugin hook points_dropped failed")
 
-        return Pipeline(sinks, dead, on_dropped=dropped)
+        return Pipeline(
+            sinks,
+            dead,
+            on_dropped=dropped,
+            spool_dir=os.path.join(settings.spool_dir, "sinks"),
+            spool_max_bytes=getattr(settings, "spool_max_bytes", 512 * 1024 * 1024),
+            spool_fsync=getattr(settings, "spool_fsync", "always"),
+        )
 
     def poll_and_submit(self, poller: DevicePoller, task: str = "poll") -> PollResult:
         result = poller.run(task)
@@ -220,6 +229,45 @@ class LoggerService:
             }
             points.append(Point("bmslogger", {"sink": name}, fields, now))
         return points
+
+    def status_snapshot(self, stopped: bool = False) -> dict[str, Any]:
+        """What `bmslogger status` shows: devices' availability and counters, sinks'
+        pipeline stats (the same numbers as the ``bmslogger`` self-metrics)."""
+        import os
+
+        from bmslogger.status import STATUS_INTERVAL_S
+
+        devices = {}
+        for p in self.pollers:
+            st = p.state
+            devices[p.device.name] = {
+                "plugin": p.device.plugin,
+                "available": st.available,
+                "last_ok": st.last_ok_ns / 1e9 if st.last_ok_ns else None,
+                "last_error": st.last_error,
+                "polls": st.polls,
+                "polls_failed": st.polls_failed,
+                "errors": p.counters.snapshot(),
+            }
+        return {
+            "pid": os.getpid(),
+            "started": self._started,
+            "updated": time.time(),
+            "interval_s": STATUS_INTERVAL_S,
+            "stopped": stopped,
+            "config": self.config.file,
+            "devices": devices,
+            "sinks": self.pipeline.stats(),
+        }
+
+    def write_status(self, stopped: bool = False) -> None:
+        from bmslogger.status import status_path, write_status
+
+        try:
+            write_status(status_path(self.config.settings.state_dir),
+                         self.status_snapshot(stopped))
+        except (OSError, ValueError) as err:
+            log.warning("cannot write the status file: %s", err)
 
     # --- once -----------------------------------------------------------------------------
 
@@ -256,14 +304,22 @@ class LoggerService:
         log.info(
             "logging %d device(s) to %d sink(s)", len(self.pollers), len(self.config.sinks)
         )
+        from bmslogger.status import STATUS_INTERVAL_S
+
+        next_status = 0.0
         try:
-            while not stop.wait(1.0):
-                pass
+            while True:
+                if time.monotonic() >= next_status:
+                    self.write_status()
+                    next_status = time.monotonic() + STATUS_INTERVAL_S
+                if stop.wait(1.0):
+                    break
         finally:
             log.info("stopping: finishing polls in hand and flushing sinks")
             scheduler.shutdown(wait=True)
             self.pipeline.submit(self.sink_metrics())
             self.pipeline.close(shutdown_timeout)
+            self.write_status(stopped=True)
         unsent = self.pipeline.unsent()
         if unsent:
             log.error("%d point(s) could not be written before exit", unsent)

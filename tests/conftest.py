@@ -25,3 +25,288 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"BMSLOGGER_REQUIRE_SERVERS=1 but the test skipped: {reason}"
+
+
+# --- real servers on loopback ---------------------------------------------------------------
+# Each server runs as a private process on free 127.0.0.1 ports with its data in a temporary
+# folder, can be stopped and started again on the same ports and data (outage tests), and is
+# stopped at fixture teardown. A missing binary skips the test with the reason (a failure
+# under BMSLOGGER_REQUIRE_SERVERS=1, see above).
+
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need(binary: str, package: str) -> str:
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None
+    )
+    if path is None:
+        pytest.skip(f"{binary} not installed (apt-get install {package}; see .ci/apt-packages)")
+    return path
+
+
+class ServerProcess:
+    """One server process that can be stopped and started again on the same ports."""
+
+    name = "server"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.proc: subprocess.Popen | None = None
+        self.log_path = folder / f"{self.name}.log"
+
+    def command(self) -> list[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def ready(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not come up: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _http_ok(url: str, statuses: tuple[int, ...] = (200, 204)) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status in statuses
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Influx1Server(ServerProcess):
+    """Debian's influxd (InfluxDB 1.x): v1 /write and InfluxQL /query."""
+
+    name = "influxd"
+
+    def __init__(self, folder: Path, binary: str) -> None:
+        super().__init__(folder)
+        self.binary = binary
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = folder / "influxdb.conf"
+        d = folder
+        self.config.write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{d}/meta"\n'
+            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n'
+            "  log-enabled = false\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+
+    def command(self) -> list[str]:
+        return [self.binary, "-config", str(self.config)]
+
+    def ready(self) -> bool:
+        return _http_ok(self.url + "/ping")
+
+    def query(self, q: str, db: str = "") -> list[dict]:
+        """InfluxQL; the ``series`` of the first result (epoch=ns)."""
+        import json
+        import urllib.parse
+
+        params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"})
+        req = urllib.request.Request(self.url + "/query", data=params.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = json.load(r)
+        result = body["results"][0]
+        if "error" in result:
+            raise RuntimeError(result["error"])
+        return result.get("series", [])
+
+    def rows(self, db: str, measurement: str) -> list[dict]:
+        """Every row of a measurement as {column: value}, ordered by time (tags included)."""
+        q = f'SELECT * FROM "{measurement}"'
+        out = []
+        for series in self.query(q, db):
+            for values in series["values"]:
+                out.append(dict(zip(series["columns"], values)))
+        return sorted(out, key=lambda r: r["time"])
+
+
+class VictoriaMetricsServer(ServerProcess):
+    """Debian's victoria-metrics: accepts InfluxDB's /api/v2/write (influxdb-client's path)."""
+
+    name = "victoria-metrics"
+
+    def __init__(self, folder: Path, binary: str) -> None:
+        super().__init__(folder)
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.folder / 'data'}", "-retentionPeriod=100y",
+            # a replayed point with the same series and time is stored once
+            "-dedup.minScrapeInterval=1ms", "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ]
+
+    def ready(self) -> bool:
+        return _http_ok(self.url + "/health")
+
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict]:
+        """Every series as {"metric": {...}, "values": [...], "timestamps": [ms...]}."""
+        import json
+        import urllib.parse
+
+        _http_ok(self.url + "/internal/force_flush")
+        q = urllib.parse.urlencode({"match[]": match, "start": "0"})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=30) as r:
+            return [json.loads(line) for line in r.read().splitlines() if line.strip()]
+
+
+class MariaDBServer(ServerProcess):
+    """Debian's mariadbd, initialised in a temporary data folder, root without password."""
+
+    name = "mariadbd"
+
+    def __init__(self, folder: Path, binary: str, install_db: str) -> None:
+        super().__init__(folder)
+        self.binary = binary
+        self.port = free_port()
+        self.socket = str(folder / "mysqld.sock")
+        self.datadir = folder / "data"
+        subprocess.run(
+            [install_db, "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=folder,
+        )
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
+            "--bind-address=127.0.0.1", f"--socket={self.socket}", "--user=root",
+            f"--pid-file={self.folder / 'mysqld.pid'}", "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M", f"--log-error={self.log_path}",
+        ]
+
+    def ready(self) -> bool:
+        try:
+            self.connect().close()
+            return True
+        except Exception:
+            return False
+
+    def connect(self, database: str | None = None):
+        import pymysql
+
+        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", password="",
+                               database=database, charset="utf8mb4", connect_timeout=2,
+                               autocommit=True)
+
+    def create_database(self, name: str) -> None:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+                cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        finally:
+            conn.close()
+
+
+def _server(factory) -> Iterator:
+    folder = Path(tempfile.mkdtemp(prefix="bmslogger-server-"))
+    server = None
+    try:
+        server = factory(folder)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def influx1_server() -> Iterator[Influx1Server]:
+    """A private InfluxDB 1.x for the whole session."""
+    binary = _need("influxd", "influxdb")
+    yield from _server(lambda d: Influx1Server(d, binary))
+
+
+@pytest.fixture(scope="session")
+def victoria_server() -> Iterator[VictoriaMetricsServer]:
+    """A private VictoriaMetrics (InfluxDB v2 write API) for the whole session."""
+    binary = _need("victoria-metrics", "victoria-metrics")
+    yield from _server(lambda d: VictoriaMetricsServer(d, binary))
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    """A private MariaDB for the whole session."""
+    binary = _need("mariadbd", "mariadb-server")
+    install = _need("mariadb-install-db", "mariadb-server")
+    yield from _server(lambda d: MariaDBServer(d, binary, install))
+
+
+def _private(factory_fixture: str):
+    """Function-scoped servers for tests that stop and start them (outages)."""
+
+    @pytest.fixture
+    def fixture(request) -> Iterator:
+        if factory_fixture == "influx1":
+            binary = _need("influxd", "influxdb")
+            yield from _server(lambda d: Influx1Server(d, binary))
+        elif factory_fixture == "victoria":
+            binary = _need("victoria-metrics", "victoria-metrics")
+            yield from _server(lambda d: VictoriaMetricsServer(d, binary))
+        else:
+            binary = _need("mariadbd", "mariadb-server")
+            install = _need("mariadb-install-db", "mariadb-server")
+            yield from _server(lambda d: MariaDBServer(d, binary, install))
+
+    return fixture
+
+
+private_influx1_server = _private("influx1")
+private_victoria_server = _private("victoria")
+private_mariadb_server = _private("mariadb")

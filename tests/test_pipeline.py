@@ -457,6 +457,8 @@ def test_stats_values(pipelines, tmp_path):
             "retries": 0,
             "dropped": 0,
             "dead_lettered": 0,
+            "spool_points": 0,
+            "spool_bytes": 0,
             "last_error": None,
             "last_success": None,
         }
