@@ -6,12 +6,13 @@ module brings what every serial driver must get right and should not rewrite:
 
 * stale input (a late answer, leftover frames of a multi-frame reply) is discarded
   before the request goes out, and logged in hex;
-* the wait has a deadline computed from the line, never a fixed sleep: wire time of the
-  request + the device's turnaround + wire time of the expected answer + a margin. While
-  bytes keep arriving the deadline moves on (margin + wire time of what is still
-  missing, at most to three times the first deadline), so a slow but steady answer is
-  not cut off, and a lost one costs one deadline. `DeviceConfig.timeout_s`, when set,
-  replaces the computed deadline;
+* the wait has a deadline computed from the line, never a fixed sleep. The first byte
+  must come within the wire time of the request + the device's turnaround + a small
+  `first_byte_margin_s`; once bytes flow, the deadline moves on to the wire time of what
+  is still missing + `margin_s` (the longest silence tolerated inside an answer), capped
+  at three times the wait for the whole answer. So a lost answer costs only the wait for
+  its first byte, and a slow but steady one is not cut off. `DeviceConfig.timeout_s`,
+  when set, replaces the computed deadline;
 * the moment the callback says "complete", the exchange returns: no waiting for silence;
 * every `ProtocolError` from the parser or the callback (bad checksum, broken frame,
   stale or unexpected frame) is counted under its ``kind`` in the driver's `Counters`
@@ -75,6 +76,8 @@ class Conversation:
         retries: int = 2,
         margin_s: float = DEFAULT_MARGIN_S,
         turnaround_s: float | None = None,
+        first_byte_margin_s: float | None = None,
+        late_answer_window_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
@@ -83,6 +86,14 @@ class Conversation:
         self.timeout_s = timeout_s
         self.retries = max(0, int(retries))
         self.margin_s = margin_s
+        #: a device that may still answer after its deadline (REC when busy) and whose
+        #: answers do not say what they answer: after a failed try, input is drained until
+        #: this long after that try's request, so the late answer cannot be taken for the
+        #: answer to the next request
+        self.late_answer_window_s = late_answer_window_s
+        self._sent_at = 0.0
+        #: slack for the first answer byte beyond request wire time + turnaround
+        self.first_byte_margin_s = margin_s if first_byte_margin_s is None else first_byte_margin_s
         # read from the transport when needed: a driver built for a dry run has none
         self._turnaround_s = turnaround_s
         self.clock = clock
@@ -104,6 +115,13 @@ class Conversation:
             return self.timeout_s
         wire = self.transport.wire_time
         return wire(request_len) + self.turnaround_s + wire(expect_bytes) + self.margin_s
+
+    def first_byte_s(self, request_len: int) -> float:
+        """Seconds to wait for the first answer byte after writing `request_len` bytes."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        wire = self.transport.wire_time
+        return wire(request_len) + self.turnaround_s + wire(1) + self.first_byte_margin_s
 
     def exchange(
         self,
@@ -130,6 +148,7 @@ class Conversation:
             if self._attempt(request, parser, on_frame, expect_bytes, label, attempt):
                 return
             self.counters.count(NoAnswerError.kind)
+            self._drain_late_answer(label)
         what = "no answer" if not self.last_bytes_received else "no valid answer"
         raise NoAnswerError(f"{label}: {what} after {tries} tries")
 
@@ -142,6 +161,7 @@ class Conversation:
         label: str,
         attempt: int,
     ) -> bool:
+        debug = self.log.isEnabledFor(logging.DEBUG)
         stale = self.transport.discard_input()
         if stale:
             self.counters.count("stale_bytes", len(stale))
@@ -149,13 +169,13 @@ class Conversation:
         leftover = parser.close()
         if leftover is not None:
             self.log.debug("%s: dropped partial frame %s", label, leftover.data.hex(" "))
-        self.log.debug("%s: try %d -> %s", label, attempt, request.hex(" "))
+        if debug:
+            self.log.debug("%s: try %d -> %s", label, attempt, request.hex(" "))
         self.transport.write(request)
-        start = self.clock()
-        wait = self.deadline_s(len(request), expect_bytes)
-        deadline = start + wait
+        start = self._sent_at = self.clock()
+        deadline = start + self.first_byte_s(len(request))
         # a line that never stops chattering must not hold the exchange forever
-        hard_deadline = start + 3 * wait
+        hard_deadline = start + 3 * self.deadline_s(len(request), expect_bytes)
         received = 0
         while True:
             remaining = deadline - self.clock()
@@ -166,7 +186,8 @@ class Conversation:
                 continue
             received += len(chunk)
             self.last_bytes_received += len(chunk)
-            self.log.debug("%s: <- %s", label, chunk.hex(" "))
+            if debug:
+                self.log.debug("%s: <- %s", label, chunk.hex(" "))
             for event in parser.events(chunk):
                 if isinstance(event, ProtocolError):
                     self._count_error(label, event)
@@ -193,6 +214,19 @@ class Conversation:
             self._count_error(label, partial)
         self.log.debug("%s: deadline passed on try %d (%d bytes heard)", label, attempt, received)
         return False
+
+    def _drain_late_answer(self, label: str) -> None:
+        """Read and drop input until `late_answer_window_s` after the failed request."""
+        until = self._sent_at + self.late_answer_window_s
+        dropped = 0
+        while True:
+            remaining = until - self.clock()
+            if remaining <= 0:
+                break
+            dropped += len(self.transport.read(remaining))
+        if dropped:
+            self.counters.count("stale_bytes", dropped)
+            self.log.debug("%s: dropped %d late bytes", label, dropped)
 
     def _count_error(self, label: str, err: ProtocolError) -> None:
         self.counters.count(err.kind)

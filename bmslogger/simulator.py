@@ -124,7 +124,6 @@ class Simulator:
             return [tx]
         fault = self.fault_random.choice(self.faults)
         self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
-        turnaround = self.port_settings.turnaround_s
         if fault == "checksum":
             return [replace(tx, data=self.corrupt_checksum(tx.data))]
         if fault == "truncate":
@@ -139,9 +138,9 @@ class Simulator:
         if fault == "wrong":
             return [replace(tx, data=self.wrong_answer(tx.data))]
         if fault == "slow":
-            # twice the turnaround and a gap of two byte-times between bytes
-            return [replace(tx, delay_s=tx.delay_s + turnaround,
-                            gap_s=2 * self.port_settings.wire_time(1))]
+            # a slow line: the answer starts on time but trickles, two byte-times of
+            # silence after every byte (an answer that starts late is "late")
+            return [replace(tx, gap_s=2 * self.port_settings.wire_time(1))]
         if fault == "late":
             return [replace(tx, delay_s=tx.delay_s + 2.0)]
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")

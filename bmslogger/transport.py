@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 from typing import Any
 
 from bmslogger.errors import PortUnavailableError, TransportError
@@ -104,6 +105,7 @@ class Transport:
         self.settings = settings
         self._port = port
         self._timeout: float | None = None
+        self._fileno: int | bool | None = False  # False: not looked up yet
 
     def wire_time(self, nbytes: int) -> float:
         """Seconds `nbytes` take on this line at its baud rate."""
@@ -131,6 +133,17 @@ class Transport:
         port = self._port
         timeout = max(0.0, timeout)
         try:
+            fd = self._fd()
+            if fd is not None:
+                # a real port: wait in select() and read what is there without blocking,
+                # instead of re-configuring the terminal's timeout on every call
+                if self._timeout != 0.0:
+                    port.timeout = 0.0
+                    self._timeout = 0.0
+                ready, _, _ = select.select([fd], [], [], timeout)
+                if not ready:
+                    return b""
+                return port.read(max(1, min(port.in_waiting, max_bytes)))
             if self._timeout != timeout:
                 port.timeout = timeout
                 self._timeout = timeout
@@ -138,7 +151,7 @@ class Transport:
             if not data:
                 return b""
             # pyserial's socket:// reports in_waiting as 0 or 1, so keep asking until it
-            # says nothing more is there; on a real port this loop runs once
+            # says nothing more is there
             while len(data) < max_bytes:
                 waiting = port.in_waiting
                 if not waiting:
@@ -147,6 +160,17 @@ class Transport:
             return data
         except (OSError, ValueError) as err:
             raise TransportError(f"{self.url}: read failed: {err}") from err
+
+    def _fd(self) -> int | None:
+        """The file descriptor of a local serial port (pyserial's posix Serial), else None
+        (sockets, RFC 2217, the in-process simulator)."""
+        if self._fileno is False:
+            try:
+                fileno = self._port.fileno()
+            except (AttributeError, OSError, ValueError, TypeError):
+                fileno = None
+            self._fileno = fileno if isinstance(fileno, int) else None
+        return self._fileno  # type: ignore[return-value]
 
     def discard_input(self) -> bytes:
         """Drop whatever is waiting (late or stale answers); returns it for hex logging."""

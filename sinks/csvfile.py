@@ -159,6 +159,8 @@ def _order_new_columns(have: set[str], points: Sequence[Point]) -> list[str]:
     tags: set[str] = set()
     fields: set[str] = set()
     for p in points:
+        if have.issuperset(p.tags) and have.issuperset(p.fields):
+            continue  # the usual case: nothing new
         tags.update(k for k in p.tags if k not in have)
         fields.update(k for k in p.fields if k not in have)
     fields -= tags
@@ -198,6 +200,7 @@ class CsvSink(Sink):
         self.local_days = opts.get("timezone", "utc") == "local"
         self.fsync_mode = opts.get("fsync", "batch")
         self._files: OrderedDict[str, _CsvFile] = OrderedDict()
+        self._path_cache: dict[tuple[str, int], str] = {}
         self.partial_records_cut = 0
         self.rows_written = 0
         self.files_rewritten = 0
@@ -263,10 +266,20 @@ class CsvSink(Sink):
     def path_for(self, point: Point) -> str:
         """The daily file a point belongs in."""
         seconds = point.time_ns // 1_000_000_000
-        tm = time.localtime(seconds) if self.local_days else time.gmtime(seconds)
-        name = _safe_path_part(point.measurement)
-        day = time.strftime("%Y-%m-%d", tm)
-        return os.path.join(self.directory, name, f"{name}-{day}.csv")
+        # every time zone's offset is a multiple of 15 minutes, so all seconds of one
+        # quarter hour fall on the same local day; UTC days are cached whole
+        slot = seconds // 900 if self.local_days else seconds // 86400
+        key = (point.measurement, slot)
+        path = self._path_cache.get(key)
+        if path is None:
+            tm = time.localtime(seconds) if self.local_days else time.gmtime(seconds)
+            name = _safe_path_part(point.measurement)
+            day = time.strftime("%Y-%m-%d", tm)
+            path = os.path.join(self.directory, name, f"{name}-{day}.csv")
+            if len(self._path_cache) > 4096:
+                self._path_cache.clear()
+            self._path_cache[key] = path
+        return path
 
     def _file(self, path: str) -> _CsvFile:
         state = self._files.get(path)
@@ -358,13 +371,28 @@ class CsvSink(Sink):
         width = len(state.columns)
         index = state.index
         rows = []
+        # a poll's points share one time stamp and a handful of tag values: format each
+        # once per batch (this is most of the sink's cost)
+        tag_cells: dict[str, str] = {}
+        last_ns, last_time = None, ""
         for p in points:
             cells = [""] * width
-            cells[0] = rfc3339(p.time_ns)
+            if p.time_ns != last_ns:
+                last_ns, last_time = p.time_ns, rfc3339(p.time_ns)
+            cells[0] = last_time
             for key, value in p.tags.items():
-                cells[index[key]] = format_value(str(value))
+                cell = tag_cells.get(value)
+                if cell is None:
+                    cell = tag_cells[value] = format_value(str(value))
+                cells[index[key]] = cell
             for key, value in p.fields.items():
-                cells[index[key]] = format_value(value)
+                kind = type(value)
+                if kind is float:
+                    cells[index[key]] = repr(value)
+                elif kind is bool:
+                    cells[index[key]] = "true" if value else "false"
+                else:
+                    cells[index[key]] = format_value(value)
             rows.append((",".join(cells) + "\n").encode("utf-8", "backslashreplace"))
         if self.fsync_mode == "always":
             for row in rows:
@@ -398,6 +426,8 @@ class CsvSink(Sink):
 
 
 def _check_point(p: Point) -> None:
+    if "time" not in p.tags and "time" not in p.fields and p.tags.keys().isdisjoint(p.fields):
+        return
     clash = set(p.tags) & set(p.fields)
     if clash or "time" in p.tags or "time" in p.fields:
         names = sorted(clash | ({"time"} & (set(p.tags) | set(p.fields))))

@@ -287,8 +287,10 @@ def test_common_faults_apply(fault):
         assert txs == []
         return
     [tx] = txs
-    if fault in ("slow", "late"):
-        assert tx.data == clean and tx.delay_s > 0.05
+    if fault == "slow":  # on time, trickling
+        assert tx.data == clean and tx.gap_s > 0
+    elif fault == "late":
+        assert tx.data == clean and tx.delay_s > 1.0
     elif fault == "noise":
         assert tx.data.endswith(clean) and len(tx.data) > len(clean)
     else:

@@ -84,7 +84,8 @@ def test_plugin_package_import_is_light(plugin: str) -> None:
 
 
 @pytest.mark.parametrize("plugin", DEVICES)
-def test_plugin_folder_has_its_parts_and_sample_config_validates(plugin: str) -> None:
+def test_plugin_folder_has_its_parts_and_sample_config_validates(
+        plugin: str, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = ROOT / "plugins" / plugin
     for part in ("protocol.py", "driver.py", "simulator.py", "fields.py", "sample.toml",
                  "README.md"):
@@ -92,6 +93,8 @@ def test_plugin_folder_has_its_parts_and_sample_config_validates(plugin: str) ->
     sample = (folder / "sample.toml").read_text()
     # the commented defaults ("  # board = 1") must be valid too once switched on
     uncommented = re.sub(r"(?m)^(\s*)# ([a-z_]+ = )", r"\1\2", sample)
+    for var in re.findall(r"\$\{(\w+)\}", uncommented):  # secrets from the environment
+        monkeypatch.setenv(var, "example-secret")
     for text in (sample, uncommented):
         if f"[[devices.{plugin}]]" not in text:
             continue

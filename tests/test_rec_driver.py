@@ -312,7 +312,8 @@ def test_silent_device_gives_a_silent_result_quickly():
     assert result.silent and result.points == [] and result.requests == 1
     assert "silent" in result.errors[-1]
     assert driver.counters.get("timeout") == 2
-    assert took < 1.5  # two answer windows of ~0.35 s, no fixed sleeps beyond them
+    # two tries, each followed by the late-answer drain (late_window, 0.8 s): no more
+    assert took < 2.2
 
 
 def test_late_answers_are_never_used_and_the_driver_recovers():

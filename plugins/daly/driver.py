@@ -95,9 +95,12 @@ class DalyDriver(Driver):
         self.invert_current: bool = bool(opts.get("invert_current", False))
         self.read_info: bool = bool(opts.get("read_info", False))
         self.info_interval_s: float = float(opts.get("info_interval", 3600.0))
+        # A Daly answers 50-80 ms after a request (reference §3.2; the turnaround in
+        # PORT_DEFAULTS is the 80 ms end), so 40 ms of slack for the first byte is ample,
+        # and a lost answer costs about 0.135 s before the retry instead of a long timeout.
         self.conversation = Conversation(
             transport, self.counters, self.log,
-            timeout_s=device.timeout_s, retries=device.retries,
+            timeout_s=device.timeout_s, retries=device.retries, first_byte_margin_s=0.04,
         )
         self._parser = p.FrameParser()
 

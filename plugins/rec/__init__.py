@@ -39,6 +39,9 @@ OPTIONS: tuple[Option, ...] = (
            "returns (set it if unused slots carry junk)", min=0, max=16),
     Option("invert_current", "bool", False, "flip the current sign (if charging shows as "
            "negative current)"),
+    Option("late_window", "duration", 0.8, "after an unanswered request, how long input is "
+           "drained before the next one, so a late answer is never taken for another "
+           "instruction's (REC answers do not name the instruction)"),
     Option("rint_interval", "duration", 300.0, "how often to read cell internal resistances "
            "(RINT); 0 = every poll"),
     Option("info_interval", "duration", 3600.0, "how often to read identity, versions, "

@@ -102,10 +102,14 @@ class RecDriver(Driver):
         self.read_settings: bool = bool(opts.get("read_settings", False))
         self.writable: tuple[str, ...] = tuple(
             str(n).strip().upper() for n in opts.get("writable", ()))
-        # never touch the transport here: a dry run builds the driver without one
+        # never touch the transport here: a dry run builds the driver without one.
+        # A busy 1Q may still answer after its 350 ms window, and REC answers do not name
+        # the instruction they answer: a late answer must be drained before the next
+        # request, or it would pass for that request's answer (`late_window`).
         self.conversation = Conversation(
             transport, self.counters, self.log,
             timeout_s=device.timeout_s, retries=device.retries,
+            late_answer_window_s=float(opts.get("late_window", 0.8)),
         )
         self._parser = p.FrameParser()
 
