@@ -95,6 +95,27 @@ def test_v1_bad_point_is_isolated_rest_is_stored(influx1_server):
 
 
 @pytest.mark.servers
+def test_v1_large_batch_goes_in_overlapped_chunks_and_isolates_a_bad_point(influx1_server):
+    """A replay-sized batch is sent as several requests, serialised while the previous
+    one is on its way; a bad point in the middle still costs only itself."""
+    db = db_name()
+    sink = make(version=1, url=influx1_server.url, database=db, create_database=True)
+    sink.open()
+    sink.write(battery(1))
+    batch = battery(4500, start=10)
+    bad = Point("battery", {"device": "bms1", "plugin": "daly"}, {"voltage_v": "oops"}, T0 + 5)
+    before = sink.requests
+    with pytest.raises(PointsRejected) as info:
+        sink.write([*batch[:2500], bad, *batch[2500:]])
+    assert [p for p, _ in info.value.rejected] == [bad]
+    assert sink.requests - before >= 5  # five chunks, plus the halving around the bad one
+    rows = influx1_server.rows(db, "battery")
+    assert len(rows) == 4501
+    assert [r["cycles"] for r in rows[1:]] == [p.fields["cycles"] for p in batch]
+    sink.close()
+
+
+@pytest.mark.servers
 def test_v1_hostile_text_round_trips_or_is_refused(influx1_server):
     db = db_name()
     sink = make(version=1, url=influx1_server.url, database=db, create_database=True)
