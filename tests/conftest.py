@@ -310,3 +310,122 @@ def _private(factory_fixture: str):
 private_influx1_server = _private("influx1")
 private_victoria_server = _private("victoria")
 private_mariadb_server = _private("mariadb")
+
+
+class MosquittoServer(ServerProcess):
+    """Debian's mosquitto on a free loopback port, anonymous, with persistence on, so
+    queued QoS 1 messages of persistent sessions survive a restart (outage tests)."""
+
+    name = "mosquitto"
+
+    def __init__(self, folder: Path, binary: str) -> None:
+        super().__init__(folder)
+        self.binary = binary
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        self.configure()
+
+    def configure(self, listener: tuple[str, ...] = (), password_file: str = "") -> None:
+        """Write the config (takes effect at the next start): extra `listener` lines
+        such as ``certfile ...`` for TLS, and a password file that turns anonymous
+        access off."""
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            *listener,
+            f"allow_anonymous {'false' if password_file else 'true'}",
+            *([f"password_file {password_file}"] if password_file else []),
+            "persistence true",
+            f"persistence_location {self.folder}/",
+            "autosave_interval 1",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # otherwise it drops to "mosquitto" and cannot persist
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config)]
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def mosquitto_server() -> Iterator[MosquittoServer]:
+    """A private Mosquitto per test (tests stop and start it, and read retained topics)."""
+    binary = _need("mosquitto", "mosquitto")
+    yield from _server(lambda d: MosquittoServer(d, binary))
+
+
+class HttpRecorder:
+    """A real HTTP server on a free loopback port that records every request and answers
+    with the statuses queued in `responses` (then 204); `stop`/`start` keep the port."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[dict] = []
+        self.responses: list[tuple[int, dict]] = []
+        #: the status for a request body once `responses` is empty (tests replace it)
+        self.judge = lambda body: 204
+        self.lock = threading.Lock()
+        self._server = None
+        self._thread = None
+
+    def start(self) -> None:
+        import http.server
+        import threading
+
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with recorder.lock:
+                    status, headers = (recorder.responses.pop(0) if recorder.responses
+                                       else (recorder.judge(body), {}))
+                    if status < 300:
+                        recorder.requests.append(
+                            {"path": self.path, "headers": dict(self.headers), "body": body}
+                        )
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(5)
+            self._server = None
+
+
+@pytest.fixture
+def http_recorder() -> Iterator[HttpRecorder]:
+    """A private recording HTTP server (see `HttpRecorder`), stopped at teardown."""
+    server = HttpRecorder()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
