@@ -23,7 +23,7 @@ module brings what every serial driver must get right and should not rewrite:
 
 The parser is anything with ``events(data) -> iterable of frames and ProtocolError
 instances`` and ``close() -> ProtocolError | None`` (report a partial frame left over when
-the deadline passed); the Daly `FrameParser` is the model.
+the deadline passed); `bmslogger.sansio.FrameParser` is the base every codec parser builds on.
 """
 
 from __future__ import annotations

@@ -15,11 +15,13 @@ address out of range) raises `ValueError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
 
 from bmslogger.errors import ChecksumError, FramingError, ProtocolError, UnexpectedAnswerError
+from bmslogger.sansio import NEED_DATA, NeedData
+from bmslogger.sansio import FrameParser as BaseFrameParser
 
 START = 0xA5
 FRAME_LEN = 13
@@ -166,24 +168,10 @@ def reset_request(address: int = HOST_PC) -> bytes:
 
 # --- the parser ---------------------------------------------------------------------------
 
-
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-    def __bool__(self) -> bool:
-        return False
+Event = Union[Frame, ProtocolError, NeedData]
 
 
-#: `FrameParser.next_event` returns this when it needs more bytes (h11 style).
-NEED_DATA = _NeedData()
-
-Event = Union[Frame, ProtocolError, _NeedData]
-
-
-class FrameParser:
+class FrameParser(BaseFrameParser[Frame]):
     """Incremental A5 frame parser: feed any chunks, take events one by one.
 
     `next_event` returns a `Frame`, a `ProtocolError` instance (returned, not raised, so
@@ -192,94 +180,31 @@ class FrameParser:
     length byte 8 and a matching checksum; otherwise the parser moves on by one byte, so a
     real frame hidden behind a corrupt one (or an ``A5`` inside data) is still found. A
     corrupt frame is reported once; stray bytes between frames once per run. The buffer
-    never holds more than `max_buffer` bytes.
+    never holds more than `max_buffer` bytes. The buffer, junk run, `events` and `close`
+    come from `bmslogger.sansio.FrameParser`.
     """
 
     def __init__(self, max_buffer: int = 4096) -> None:
         if max_buffer < 2 * FRAME_LEN:
             raise ValueError(f"max_buffer must hold two frames ({2 * FRAME_LEN} bytes)")
-        self.max_buffer = max_buffer
-        self._buf = bytearray()
-        self._pending: list[ProtocolError] = []
-        # bytes of an already-reported bad frame: skipped without a second report
-        self._quiet = 0
-        # a run of stray bytes, reported once when the next frame start (or close) comes,
-        # so the report does not depend on how the input was chunked
-        self._junk = 0
-        self._junk_head = b""
+        super().__init__(max_buffer)
 
-    def feed(self, data: bytes) -> None:
-        """Add bytes. If the caller lets more than `max_buffer` bytes pile up, the oldest
-        are dropped and a `FramingError` is queued."""
-        self._buf += data
-        excess = len(self._buf) - self.max_buffer
-        if excess > 0:
-            dropped = bytes(self._buf[:excess])
-            del self._buf[:excess]
-            self._quiet = max(0, self._quiet - excess)
-            self._pending.append(
-                FramingError(f"parser buffer full: dropped {excess} unread bytes", dropped)
-            )
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held that do not yet form an event."""
-        return len(self._buf)
-
-    def reset(self) -> bytes:
-        """Forget buffered bytes (before a new request); returns them for logging."""
-        left = bytes(self._buf)
-        self._buf.clear()
-        self._pending.clear()
-        self._quiet = 0
-        self._junk = 0
-        self._junk_head = b""
-        return left
-
-    def close(self) -> ProtocolError | None:
-        """No more bytes will come (deadline passed): a buffered partial frame becomes a
-        `FramingError`; the buffer is emptied."""
-        junk = self._take_junk()
-        left = self.reset()
-        if left:
-            return FramingError(f"incomplete frame: {len(left)} of {FRAME_LEN} bytes", left)
-        return junk
-
-    def events(self, data: bytes = b"") -> Iterator[Frame | ProtocolError]:
-        """Feed `data`, then yield every event until more bytes are needed."""
-        if data:
-            self.feed(data)
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event  # type: ignore[misc]
-
-    def next_event(self) -> Event:
-        """The next frame or error, or `NEED_DATA`."""
-        if self._pending:
-            return self._pending.pop(0)
+    def _parse_frame(self) -> Event | None:
         buf = self._buf
-        while buf:
-            start = self._find_start(0)
-            if start:
-                self._skip(start)
-                continue
-            junk = self._take_junk()
-            if junk is not None:
-                return junk
-            if len(buf) < FRAME_LEN:
-                return NEED_DATA
-            if checksum(buf[:12]) == buf[12]:
-                frame = Frame(buf[1], buf[2], bytes(buf[4:12]))
-                del buf[:FRAME_LEN]
-                self._quiet = 0
-                return frame
-            if self._quiet:
-                self._skip(1)
-                continue
-            return self._bad_frame()
-        return NEED_DATA
+        if len(buf) < FRAME_LEN:
+            return NEED_DATA
+        if checksum(buf[:12]) == buf[12]:
+            frame = Frame(buf[1], buf[2], bytes(buf[4:12]))
+            del buf[:FRAME_LEN]
+            self._quiet = 0
+            return frame
+        if self._quiet:
+            self._skip(1)
+            return None
+        return self._bad_frame()
+
+    def _incomplete(self, left: bytes) -> ProtocolError:
+        return FramingError(f"incomplete frame: {len(left)} of {FRAME_LEN} bytes", left)
 
     def _find_start(self, at: int) -> int:
         """First position from `at` that may start a frame: ``A5`` followed (if it has
@@ -292,25 +217,6 @@ class FrameParser:
             if at + 3 >= len(buf) or buf[at + 3] == DATA_LEN:
                 return at
             at += 1
-
-    def _skip(self, n: int) -> None:
-        """Drop n bytes; those not part of a frame already reported join the junk run."""
-        dropped = bytes(self._buf[:n])
-        del self._buf[:n]
-        quiet = min(self._quiet, n)
-        self._quiet -= quiet
-        if n > quiet:
-            self._junk += n - quiet
-            if len(self._junk_head) < 64:
-                self._junk_head = (self._junk_head + dropped[quiet:])[:64]
-
-    def _take_junk(self) -> ProtocolError | None:
-        if not self._junk:
-            return None
-        error = FramingError(f"skipped {self._junk} stray bytes", self._junk_head)
-        self._junk = 0
-        self._junk_head = b""
-        return error
 
     def _bad_frame(self) -> Event:
         """A 13-byte candidate with length 8 and a wrong checksum. If a valid frame starts

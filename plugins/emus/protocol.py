@@ -17,12 +17,14 @@ raises `ValueError`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Optional, Union
 
 from bmslogger.errors import ChecksumError, FramingError, ProtocolError
+from bmslogger.sansio import NEED_DATA, NeedData
+from bmslogger.sansio import FrameParser as BaseFrameParser
 
 # --- CRC-8/MAXIM-DOW (§4) -------------------------------------------------------------------
 
@@ -164,20 +166,7 @@ class Sentence:
         return self.raw.decode("ascii").rstrip()
 
 
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-#: `SentenceParser.next_event` returns this when it needs more bytes (h11 style).
-NEED_DATA = _NeedData()
-
-ParserEvent = Union[Sentence, ProtocolError, _NeedData]
+ParserEvent = Union[Sentence, ProtocolError, NeedData]
 
 
 def parse_line(line: bytes) -> list[Sentence | ProtocolError]:
@@ -215,13 +204,15 @@ def parse_line(line: bytes) -> list[Sentence | ProtocolError]:
     return [FramingError(f"not a sentence: {len(line)} bytes", line[:64])]
 
 
-class SentenceParser:
+class SentenceParser(BaseFrameParser[Sentence]):
     """Incremental sentence parser: feed any chunks, take events one by one.
 
     Lines end at LF (or CR; empty lines are skipped). `next_event` returns a `Sentence`, a
     `ProtocolError` instance (returned, not raised, so the caller sees every good sentence
     and every error and the parser keeps its place), or `NEED_DATA`. A line longer than
-    `max_line` is dropped with one `FramingError`, up to its end.
+    `max_line` is dropped with one `FramingError`, up to its end. The buffer, `events`
+    and `close` come from `bmslogger.sansio.FrameParser`; any byte may start a line, so
+    there is no stray-byte run here (`parse_line` reports noise in front of a sentence).
 
     `skip_first_partial`: the first line is probably cut (the listener joined the line
     mid-sentence, as in broadcast mode); if it does not parse, it is dropped quietly and
@@ -231,84 +222,56 @@ class SentenceParser:
     def __init__(self, max_line: int = 1024, skip_first_partial: bool = False) -> None:
         if max_line < 16:
             raise ValueError("max_line must hold a sentence (16 bytes or more)")
+        super().__init__()
         self.max_line = max_line
         self.skip_first_partial = skip_first_partial
         self.skipped_partial = 0
-        self._buf = bytearray()
-        self._pending: list[Sentence | ProtocolError] = []
         self._discarding = False  # inside an over-long line, until its end
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held that do not yet form a line."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> None:
-        """Add bytes."""
-        self._buf += data
-
-    def reset(self) -> bytes:
-        """Forget buffered bytes; returns them for logging."""
-        left = bytes(self._buf)
-        self._buf.clear()
-        self._pending.clear()
+    def _reset_state(self) -> None:
         self._discarding = False
-        return left
 
-    def close(self) -> ProtocolError | None:
-        """No more bytes will come: a partial line becomes a `FramingError`."""
-        discarding = self._discarding
-        left = self.reset()
-        if left.strip(b" \t") and not discarding:
+    def _incomplete(self, left: bytes) -> ProtocolError | None:
+        if left.strip(b" \t") and not self._discarding:
             return FramingError(f"incomplete sentence: {len(left)} bytes without CR LF",
                                 left[:64])
         return None
 
-    def events(self, data: bytes = b"") -> Iterator[Sentence | ProtocolError]:
-        """Feed `data`, then yield every event until more bytes are needed."""
-        if data:
-            self.feed(data)
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event  # type: ignore[misc]
-
-    def next_event(self) -> ParserEvent:
-        """The next sentence or error, or `NEED_DATA`."""
-        while not self._pending:
-            buf = self._buf
-            ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
-            if not ends:
-                if len(buf) > self.max_line:
-                    dropped = bytes(buf[:64])
-                    size = len(buf)
-                    buf.clear()
-                    if not self._discarding:
-                        self._discarding = True
-                        return FramingError(f"line longer than {self.max_line} bytes "
-                                            f"({size} so far): dropped", dropped)
-                return NEED_DATA
-            end = min(ends)
-            line = bytes(buf[:end])
-            del buf[:end + 1]
-            if self._discarding:
-                self._discarding = False
-                continue
-            if len(line) > self.max_line:
-                return FramingError(f"line longer than {self.max_line} bytes: dropped",
-                                    line[:64])
-            events = parse_line(line)
-            if not events:
-                continue
-            if self.skip_first_partial:
-                self.skip_first_partial = False
-                if not isinstance(events[-1], Sentence):
-                    self.skipped_partial += 1
-                    continue
-                events = [e for e in events if isinstance(e, Sentence)]
-            self._pending.extend(events)
-        return self._pending.pop(0)
+    def _parse_frame(self) -> ParserEvent | None:
+        """One line: its events (the first returned, the rest queued), None if it gave
+        none, or `NEED_DATA` while no line end has come."""
+        buf = self._buf
+        ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
+        if not ends:
+            if len(buf) > self.max_line:
+                dropped = bytes(buf[:64])
+                size = len(buf)
+                buf.clear()
+                if not self._discarding:
+                    self._discarding = True
+                    return FramingError(f"line longer than {self.max_line} bytes "
+                                        f"({size} so far): dropped", dropped)
+            return NEED_DATA
+        end = min(ends)
+        line = bytes(buf[:end])
+        del buf[:end + 1]
+        if self._discarding:
+            self._discarding = False
+            return None
+        if len(line) > self.max_line:
+            return FramingError(f"line longer than {self.max_line} bytes: dropped",
+                                line[:64])
+        events = parse_line(line)
+        if not events:
+            return None
+        if self.skip_first_partial:
+            self.skip_first_partial = False
+            if not isinstance(events[-1], Sentence):
+                self.skipped_partial += 1
+                return None
+            events = [e for e in events if isinstance(e, Sentence)]
+        self._pending.extend(events[1:])
+        return events[0]
 
 
 # --- field decoding (§5) -------------------------------------------------------------------

@@ -19,7 +19,7 @@ address that is not a byte) raises `ValueError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -31,6 +31,8 @@ from bmslogger.errors import (
     ProtocolError,
     UnexpectedAnswerError,
 )
+from bmslogger.sansio import NEED_DATA, NeedData
+from bmslogger.sansio import FrameParser as BaseFrameParser
 
 SOI = 0x7E  #: "~"
 EOI = 0x0D  #: CR
@@ -200,24 +202,10 @@ def decode_frame(raw: bytes) -> Frame:
 
 # --- the parser -----------------------------------------------------------------------------
 
-
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-    def __bool__(self) -> bool:
-        return False
+Event = Union[Frame, ProtocolError, NeedData]
 
 
-#: `FrameParser.next_event` returns this when it needs more bytes (h11 style).
-NEED_DATA = _NeedData()
-
-Event = Union[Frame, ProtocolError, _NeedData]
-
-
-class FrameParser:
+class FrameParser(BaseFrameParser[Frame]):
     """Incremental parser: feed any chunks (TCP bridges deliver several or partial frames
     per read, §13.7), take frames and errors one by one.
 
@@ -226,101 +214,42 @@ class FrameParser:
     was cut short: that part is reported as a `FramingError` and parsing restarts at the
     new ``~``. Bytes outside frames are reported once per run, whatever the chunking; a
     candidate longer than the longest possible frame is dropped. Errors are returned, not
-    raised, so the caller sees every good frame and every bad one.
+    raised, so the caller sees every good frame and every bad one. The buffer, junk run,
+    `events` and `close` come from `bmslogger.sansio.FrameParser`.
     """
+
+    start_byte = SOI
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         if max_frame < MIN_FRAME:
             raise ValueError(f"max_frame must be at least {MIN_FRAME}")
+        super().__init__()
         self.max_frame = max_frame
-        self._buf = bytearray()
-        self._junk = 0
-        self._junk_head = b""
-        self._pending: list[ProtocolError] = []
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held that do not yet form an event."""
-        return len(self._buf)
+    def _incomplete(self, left: bytes) -> ProtocolError:
+        return FramingError(f"incomplete frame: {len(left)} bytes without the final CR",
+                            left[:64])
 
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def reset(self) -> bytes:
-        """Forget buffered bytes; returns them."""
-        left = bytes(self._buf)
-        self._buf.clear()
-        self._junk = 0
-        self._junk_head = b""
-        self._pending.clear()
-        return left
-
-    def close(self) -> ProtocolError | None:
-        """No more bytes will come: a partial frame (or a run of stray bytes) becomes a
-        `FramingError`; the buffer is emptied."""
-        junk = self._take_junk()
-        left = self.reset()
-        if left:
-            return FramingError(f"incomplete frame: {len(left)} bytes without the final CR",
-                                left[:64])
-        return junk
-
-    def events(self, data: bytes = b"") -> Iterator[Frame | ProtocolError]:
-        """Feed `data`, then yield every event until more bytes are needed."""
-        if data:
-            self.feed(data)
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event  # type: ignore[misc]
-
-    def next_event(self) -> Event:
-        if self._pending:
-            return self._pending.pop(0)
+    def _parse_frame(self) -> Event:
         buf = self._buf
-        while buf:
-            if buf[0] != SOI:
-                at = buf.find(b"~")
-                self._skip(len(buf) if at < 0 else at)
-                continue
-            junk = self._take_junk()
-            if junk is not None:
-                return junk
-            end = buf.find(b"\r")
-            restart = buf.find(b"~", 1, end if end >= 0 else len(buf))
-            if restart > 0:
-                cut = bytes(buf[:restart])
-                del buf[:restart]
-                return FramingError(f"frame cut short after {len(cut)} bytes", cut[:64])
-            if end < 0:
-                if len(buf) > self.max_frame:
-                    cut = bytes(buf)
-                    buf.clear()
-                    return FramingError(f"no CR within {self.max_frame} bytes", cut[:64])
-                return NEED_DATA
-            candidate = bytes(buf[:end + 1])
-            del buf[:end + 1]
-            try:
-                return decode_frame(candidate)
-            except ProtocolError as err:
-                return err
-        return NEED_DATA
-
-    def _skip(self, n: int) -> None:
-        dropped = bytes(self._buf[:n])
-        del self._buf[:n]
-        self._junk += n
-        if len(self._junk_head) < 64:
-            self._junk_head = (self._junk_head + dropped)[:64]
-
-    def _take_junk(self) -> ProtocolError | None:
-        if not self._junk:
-            return None
-        error = FramingError(f"skipped {self._junk} stray bytes", self._junk_head)
-        self._junk = 0
-        self._junk_head = b""
-        return error
+        end = buf.find(b"\r")
+        restart = buf.find(b"~", 1, end if end >= 0 else len(buf))
+        if restart > 0:
+            cut = bytes(buf[:restart])
+            del buf[:restart]
+            return FramingError(f"frame cut short after {len(cut)} bytes", cut[:64])
+        if end < 0:
+            if len(buf) > self.max_frame:
+                cut = bytes(buf)
+                buf.clear()
+                return FramingError(f"no CR within {self.max_frame} bytes", cut[:64])
+            return NEED_DATA
+        candidate = bytes(buf[:end + 1])
+        del buf[:end + 1]
+        try:
+            return decode_frame(candidate)
+        except ProtocolError as err:
+            return err
 
 
 # --- replies: RTN, echo -----------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -32,6 +31,8 @@ from bmslogger.errors import (
     ProtocolError,
     UnexpectedAnswerError,
 )
+from bmslogger.sansio import NEED_DATA, NeedData
+from bmslogger.sansio import FrameParser as BaseFrameParser
 
 from .instructions import (
     BLOCK,
@@ -201,24 +202,10 @@ def f32(value: float) -> float:
 
 # --- the parser -----------------------------------------------------------------------------
 
-
-class _NeedData:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-    def __bool__(self) -> bool:
-        return False
+Event = Union[Frame, ProtocolError, NeedData]
 
 
-#: `FrameParser.next_event` returns this when it needs more bytes (h11 style).
-NEED_DATA = _NeedData()
-
-Event = Union[Frame, ProtocolError, _NeedData]
-
-
-class FrameParser:
+class FrameParser(BaseFrameParser[Frame]):
     """Incremental frame parser: feed any chunks, take frames and errors as events.
 
     A candidate starts at 0x55; its length byte says where it ends; it counts only if the
@@ -228,109 +215,57 @@ class FrameParser:
     truncated answer followed by the retry's answer): it is reported as a `FramingError`
     at once instead of swallowing the good frame. Stray bytes are reported once per run,
     a corrupt frame once. Errors are returned, not raised, so the caller sees them all.
-    The verdicts do not depend on how the input was chunked.
+    The verdicts do not depend on how the input was chunked. The buffer, junk run,
+    `events` and `close` come from `bmslogger.sansio.FrameParser`.
     """
+
+    start_byte = STX
 
     def __init__(self, max_buffer: int = 4096) -> None:
         if max_buffer < 2 * (MAX_PAYLOAD + OVERHEAD):
             raise ValueError("max_buffer must hold two of the longest frames")
-        self.max_buffer = max_buffer
-        self._buf = bytearray()
-        self._pending: list[ProtocolError] = []
-        self._quiet = 0  # bytes of an already-reported bad frame, skipped silently
-        self._junk = 0
-        self._junk_head = b""
+        super().__init__(max_buffer)
 
-    def feed(self, data: bytes) -> None:
-        """Add bytes; beyond `max_buffer` the oldest are dropped (and reported)."""
-        self._buf += data
-        excess = len(self._buf) - self.max_buffer
-        if excess > 0:
-            dropped = bytes(self._buf[:excess])
-            del self._buf[:excess]
-            self._quiet = max(0, self._quiet - excess)
-            self._pending.append(
-                FramingError(f"parser buffer full: dropped {excess} unread bytes", dropped))
+    def _incomplete(self, left: bytes) -> ProtocolError | None:
+        """A partial frame is "incomplete", never decoded; the rest of a frame already
+        reported as bad is not reported again."""
+        if len(left) <= self._quiet:
+            return None
+        expected = left[3] + OVERHEAD if len(left) > 3 and left[0] == STX else 0
+        of = f" of {expected}" if expected else ""
+        return FramingError(f"incomplete frame: {len(left)}{of} bytes", left)
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def reset(self) -> bytes:
-        """Forget buffered bytes; returns them for logging."""
-        left = bytes(self._buf)
-        self._buf.clear()
-        self._pending.clear()
-        self._quiet = 0
-        self._junk = 0
-        self._junk_head = b""
-        return left
-
-    def close(self) -> ProtocolError | None:
-        """No more bytes will come: a partial frame becomes a `FramingError` ("incomplete",
-        never decoded); stray bytes are reported; the buffer is emptied."""
-        junk = self._take_junk()
-        quiet = self._quiet
-        left = self.reset()
-        if left and len(left) > quiet:
-            expected = left[3] + OVERHEAD if len(left) > 3 and left[0] == STX else 0
-            of = f" of {expected}" if expected else ""
-            return FramingError(f"incomplete frame: {len(left)}{of} bytes", left)
-        return junk
-
-    def events(self, data: bytes = b"") -> Iterator[Frame | ProtocolError]:
-        """Feed `data`, then yield every event until more bytes are needed."""
-        if data:
-            self.feed(data)
-        while True:
-            event = self.next_event()
-            if event is NEED_DATA:
-                return
-            yield event  # type: ignore[misc]
-
-    def next_event(self) -> Event:
-        """The next frame or error, or `NEED_DATA`."""
-        if self._pending:
-            return self._pending.pop(0)
+    def _parse_frame(self) -> Event:
         buf = self._buf
-        while buf:
-            if buf[0] != STX:
-                at = buf.find(STX)
-                self._skip(len(buf) if at < 0 else at)
-                continue
-            junk = self._take_junk()
-            if junk is not None:
-                return junk
-            if len(buf) < 4:
+        if len(buf) < 4:
+            return NEED_DATA
+        total = buf[3] + OVERHEAD
+        if len(buf) < total:
+            # incomplete: a whole valid frame starting inside means this one was cut
+            inner = self._inner_frame(1, len(buf))
+            if inner is NEED_DATA or inner is None:
                 return NEED_DATA
-            total = buf[3] + OVERHEAD
-            if len(buf) < total:
-                # incomplete: a whole valid frame starting inside means this one was cut
-                inner = self._inner_frame(1, len(buf))
-                if inner is NEED_DATA or inner is None:
-                    return NEED_DATA
-                return self._cut_short(int(inner))  # type: ignore[arg-type]
-            if self._valid_at(0):
-                frame = Frame(buf[1], buf[2], bytes(buf[4:total - 3]))
-                del buf[:total]
-                self._quiet = 0
-                return frame
-            inner = self._inner_frame(1, total)
-            if inner is NEED_DATA:
-                return NEED_DATA
-            if inner is not None:
-                return self._cut_short(int(inner))  # type: ignore[arg-type]
-            candidate = bytes(buf[:total])
-            del buf[:1]
-            self._quiet = total - 1
-            if candidate[-1] != ETX:
-                return FramingError(
-                    f"no end marker at byte {total - 1} (LEN {candidate[3]}): "
-                    f"0x{candidate[-1]:02X}", candidate)
-            got = int.from_bytes(candidate[-3:-1], "big")
-            return ChecksumError(
-                f"CRC 0x{got:04X}, expected 0x{crc(candidate[1:-3]):04X}", candidate)
-        return NEED_DATA
+            return self._cut_short(int(inner))  # type: ignore[arg-type]
+        if self._valid_at(0):
+            frame = Frame(buf[1], buf[2], bytes(buf[4:total - 3]))
+            del buf[:total]
+            self._quiet = 0
+            return frame
+        inner = self._inner_frame(1, total)
+        if inner is NEED_DATA:
+            return NEED_DATA
+        if inner is not None:
+            return self._cut_short(int(inner))  # type: ignore[arg-type]
+        candidate = bytes(buf[:total])
+        del buf[:1]
+        self._quiet = total - 1
+        if candidate[-1] != ETX:
+            return FramingError(
+                f"no end marker at byte {total - 1} (LEN {candidate[3]}): "
+                f"0x{candidate[-1]:02X}", candidate)
+        got = int.from_bytes(candidate[-3:-1], "big")
+        return ChecksumError(
+            f"CRC 0x{got:04X}, expected 0x{crc(candidate[1:-3]):04X}", candidate)
 
     def _valid_at(self, at: int) -> bool:
         buf = self._buf
@@ -340,7 +275,7 @@ class FrameParser:
             return False
         return crc(bytes(buf[at + 1:end - 3])) == int.from_bytes(buf[end - 3:end - 1], "big")
 
-    def _inner_frame(self, start: int, stop: int) -> int | _NeedData | None:
+    def _inner_frame(self, start: int, stop: int) -> int | NeedData | None:
         """Offset of the first valid frame starting in buf[start:stop]; NEED_DATA if a
         start there cannot be judged yet; None if none can be a frame."""
         buf = self._buf
@@ -360,24 +295,6 @@ class FrameParser:
         del self._buf[:at]
         self._quiet = 0
         return FramingError(f"frame cut short after {at} bytes (incomplete, not decoded)", head)
-
-    def _skip(self, n: int) -> None:
-        dropped = bytes(self._buf[:n])
-        del self._buf[:n]
-        quiet = min(self._quiet, n)
-        self._quiet -= quiet
-        if n > quiet:
-            self._junk += n - quiet
-            if len(self._junk_head) < 64:
-                self._junk_head = (self._junk_head + dropped[quiet:])[:64]
-
-    def _take_junk(self) -> ProtocolError | None:
-        if not self._junk:
-            return None
-        error = FramingError(f"skipped {self._junk} stray bytes", self._junk_head)
-        self._junk = 0
-        self._junk_head = b""
-        return error
 
 
 # --- answers ----------------------------------------------------------------------------------
