@@ -17,12 +17,13 @@ Hooks are called with keyword arguments only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
-    from bmslogger.model import DeviceConfig, DeviceType, Point, PollResult, SinkType
+    from bmslogger.model import DeviceConfig, DeviceType, Point, PollResult, PortSettings, SinkType
+    from bmslogger.transport import Transport
 
 hookspec = pluggy.HookspecMarker("bmslogger")
 
@@ -89,3 +90,37 @@ def points_dropped(sink: str, points: Sequence[Point], reason: str) -> None:
     :param points: the points that were not written.
     :param reason: why.
     """
+
+
+# --- detection: the probe a device type may offer -------------------------------------------
+#
+# Not a pluggy hook: a probe belongs to one device type, so it is named by that type's
+# ``DeviceType.probe`` (``"module:function"``, imported only when ``bmslogger detect`` runs,
+# like the driver). It is specified here with the hooks so a plugin author finds every
+# contract in one place.
+
+
+class Probe(Protocol):
+    """``probe(transport, settings) -> dict | None``: is this plugin's device on the line?
+
+    ``bmslogger detect`` calls it with the port lock held and the line open at `settings`
+    (the type's `PortSettings` with the baud rate being tried). The probe must be cheap and
+    harmless:
+
+    * one short *read* request (a status or identity query), no retries, using the
+      plugin's own codec and driver, with the driver's usual wire-time deadline, so a
+      silent port costs one deadline;
+    * never a command that changes the device (no settings, no MOSFETs, no logins);
+    * only a frame whose checksum and shape are right counts as proof; bytes of another
+      protocol are no answer.
+
+    :returns: None when nothing (of this type) answered; otherwise the options to put in
+        the device's config table to talk to what answered (``{"board": 1}``; ``{}`` when
+        the defaults do). Keys starting with ``_`` are shown to the user, not configured:
+        ``_about`` is a one-line description of what answered ("16 cells, 2 sensors").
+        Device-level errors (`bmslogger.errors.BmsLoggerError`) may propagate: they mean
+        "not found here".
+    """
+
+    def __call__(self, transport: Transport, settings: PortSettings) -> dict[str, Any] | None:
+        ...

@@ -146,9 +146,16 @@ class DeviceType:
     address_option: str | None = None
     sample_config: str = ""
     readme: str = ""
+    #: ``"module:function"`` of the plugin's probe for ``bmslogger detect`` ("" = none);
+    #: the contract is documented in `bmslogger.hookspecs` (``probe``)
+    probe: str = ""
 
     def load_driver(self) -> Any:
         return load_attr(self.driver)
+
+    def load_probe(self) -> Any:
+        """The probe function, or None when the plugin offers none."""
+        return load_attr(self.probe) if self.probe else None
 
     def load_simulator(self) -> Any:
         return load_attr(self.simulator)

@@ -56,6 +56,8 @@ class DeviceState:
     polls: int = 0
     polls_failed: int = 0
     last_result: PollResult | None = field(default=None, repr=False)
+    #: the latest values worth a glance (`bmslogger.watch.summarize`), kept across failures
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class DevicePoller:
@@ -122,6 +124,10 @@ class DevicePoller:
         state = self.state
         state.polls += 1
         state.last_result = result
+        if any(p.measurement != "bmslogger" for p in result.points):
+            from bmslogger.watch import summarize
+
+            state.values = summarize(result.points)
         ok = result.complete
         if ok:
             state.last_ok_ns = self.clock()
@@ -181,6 +187,12 @@ class LoggerService:
         self.pipeline = self._build_pipeline()
         self._stop = threading.Event()
         self._started = time.time()
+        #: monotonic time the last poll or task finished (the systemd watchdog's progress)
+        self.last_poll_done: float | None = None
+        from bmslogger.clockcheck import ClockCheck
+
+        #: wall-clock jumps and an unsynchronised clock, marked on the points
+        self.clock_check = ClockCheck()
 
     def _build_pipeline(self) -> Any:
         import os
@@ -214,7 +226,9 @@ class LoggerService:
 
     def poll_and_submit(self, poller: DevicePoller, task: str = "poll") -> PollResult:
         result = poller.run(task)
+        result.points = self.clock_check.mark(poller.device.name, result.points)
         self.pipeline.submit(result.points)
+        self.last_poll_done = time.monotonic()
         poller._hook("poll_finished", device=poller.device, result=result, task=task)
         return result
 
@@ -248,6 +262,7 @@ class LoggerService:
                 "polls": st.polls,
                 "polls_failed": st.polls_failed,
                 "errors": p.counters.snapshot(),
+                "values": st.values,
             }
         return {
             "pid": os.getpid(),
@@ -301,21 +316,31 @@ class LoggerService:
         self.pipeline.start()
         scheduler = build_scheduler(self, self.config.settings)
         scheduler.start()
+        from bmslogger.systemd import Watchdog
+
+        watchdog = Watchdog(self)
+        watchdog.ready()
         log.info(
             "logging %d device(s) to %d sink(s)", len(self.pollers), len(self.config.sinks)
         )
         from bmslogger.status import STATUS_INTERVAL_S
 
         next_status = 0.0
+        status_done = 0.0
         try:
             while True:
-                if time.monotonic() >= next_status:
+                # at least every STATUS_INTERVAL_S, and within a second of a poll landing
+                # (for `bmslogger watch`)
+                if time.monotonic() >= next_status or (self.last_poll_done or 0.0) > status_done:
+                    status_done = time.monotonic()
                     self.write_status()
                     next_status = time.monotonic() + STATUS_INTERVAL_S
+                watchdog.tick()
                 if stop.wait(1.0):
                     break
         finally:
             log.info("stopping: finishing polls in hand and flushing sinks")
+            watchdog.stopping()
             scheduler.shutdown(wait=True)
             self.pipeline.submit(self.sink_metrics())
             self.pipeline.close(shutdown_timeout)

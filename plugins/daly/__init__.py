@@ -74,6 +74,7 @@ DEVICE = DeviceType(
     address_option="board",
     sample_config=os.path.join(_HERE, "sample.toml"),
     readme=os.path.join(_HERE, "README.md"),
+    probe="bmslogger.plugins.daly.probe:probe",
 )
 
 

@@ -93,6 +93,7 @@ DEVICE = DeviceType(
     writes=WRITES,
     sample_config=os.path.join(_HERE, "sample.toml"),
     readme=os.path.join(_HERE, "README.md"),
+    probe="bmslogger.plugins.emus.probe:probe",
 )
 
 

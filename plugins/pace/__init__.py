@@ -72,6 +72,7 @@ DEVICE = DeviceType(
     address_option="address",
     sample_config=os.path.join(_HERE, "sample.toml"),
     readme=os.path.join(_HERE, "README.md"),
+    probe="bmslogger.plugins.pace.probe:probe",
 )
 
 

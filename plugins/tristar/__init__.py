@@ -56,6 +56,7 @@ DEVICE = DeviceType(
     address_option="unit",
     sample_config=os.path.join(_HERE, "sample.toml"),
     readme=os.path.join(_HERE, "README.md"),
+    probe="bmslogger.plugins.tristar.probe:probe",
 )
 
 

@@ -828,6 +828,12 @@ def _parse_start(text: str, clock_now: datetime | None = None) -> float:
 # --- the simulator ------------------------------------------------------------------------------
 
 
+#: Silence after which the simulated unit drops a partial RTU request. Real units use
+#: 3.5 character times; the emulated line delivers each write at once, so a looser bound
+#: keeps one request whole under scheduling jitter.
+RTU_IDLE_RESET_S = 0.05
+
+
 class TriStarSimulator(Simulator):
     """One or several TriStar MPPT units on one line. `state` is the first unit's state;
     `units` maps each unit id to its `TriStarUnit` (state, EEPROM words, coils, the
@@ -898,6 +904,14 @@ class TriStarSimulator(Simulator):
 
     def receive(self, data: bytes) -> list[Transmission]:
         out: list[Transmission] = []
+        now = self.clock()
+        if self.framer.buf and self._framing == "rtu" and \
+                now - getattr(self, "_last_rx", now) > RTU_IDLE_RESET_S:
+            # an RTU device ends a frame at 3.5 character times of silence and drops what
+            # it holds then (a cut request, another protocol's bytes from a port scan)
+            self.framer.close()
+            self.ignored["framing"] += 1
+        self._last_rx = now
         for event in self.framer.events(data):
             if isinstance(event, ProtocolError):
                 self.ignored[event.kind] += 1
