@@ -50,6 +50,55 @@ def _add_device_args(p: argparse.ArgumentParser, with_format: bool = True) -> No
     p.add_argument("--lock-dir", help="port lock folder (default: as the logger uses)")
 
 
+def _add_export_selection(p: argparse.ArgumentParser) -> None:
+    """The selection `export` and `plot` share: range, interval, aggregate, devices, fields."""
+    _add_config(p)
+    p.add_argument("--source", choices=["csv", "influxdb", "mysql"], default="csv",
+                   help="where to read: the CSV sink's files (default), InfluxDB or MySQL; "
+                        "settings not given come from the configuration's sink")
+    p.add_argument("--from", dest="start", default="-24h",
+                   help="start: now, -24h, 2026-11-22 or 2026-11-22T10:00:00Z (UTC; default -24h)")
+    p.add_argument("--to", dest="end", default="now", help="end, exclusive (default now)")
+    p.add_argument("--interval", default="1m", help="aggregation interval (default 1m)")
+    p.add_argument("--aggregate", choices=["mean", "min", "max", "last"], default="mean")
+    p.add_argument("--device", action="append", default=[], metavar="NAME",
+                   help="a device (repeatable or comma list; default all)")
+    p.add_argument("--field", action="append", default=[], metavar="[MEASUREMENT.]FIELD",
+                   help="e.g. voltage_v (battery) or cell.voltage_v; repeatable")
+    p.add_argument("--directory", help="csv: the sink's folder (default: from the config)")
+    p.add_argument("--url", help="influxdb: server URL")
+    p.add_argument("--database", help="influxdb: database (1.x) or DBRP-mapped bucket")
+    p.add_argument("--username", help="influxdb: user (basic auth)")
+    p.add_argument("--password", help="influxdb: password")
+    p.add_argument("--token", help="influxdb 2.x/3.x: API token")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def _add_export_commands(sub: Any) -> None:
+    p = sub.add_parser("export", help="a time range of fields, aggregated per interval, "
+                                      "to one CSV (units in the header, UTC, gaps empty)")
+    _add_export_selection(p)
+    p.add_argument("-o", "--output", help="CSV file to write (default stdout)")
+
+    p = sub.add_parser("plot", help="the same selection as export, drawn to a PNG "
+                                    "(needs matplotlib: pip install 'bmslogger[plot]')")
+    _add_export_selection(p)
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
+    p.add_argument("--title", help="plot title (default: the fields and the range)")
+    p.add_argument("--xlabel", default="time (UTC)", help="x axis label")
+    p.add_argument("--ylabel", help="y axis label (default: the field names with units)")
+    p.add_argument("--date-format", default="%Y-%m-%d %H:%M",
+                   help="strftime format of the time axis")
+    p.add_argument("--style", default="default", help="matplotlib style, e.g. ggplot")
+    p.add_argument("--tight", action=argparse.BooleanOptionalAction, default=True,
+                   help="tight layout (default on)")
+    p.add_argument("--log", action="store_true", help="logarithmic y axis")
+    p.add_argument("--marker", default="", help="point marker, e.g. . or o (default none)")
+    p.add_argument("--size", default="12x6", help="figure size in inches, WxH")
+    p.add_argument("--dpi", type=int, default=100)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmslogger",
@@ -115,6 +164,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="with --tcp: address to listen on")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="simulator option (cells=16, fault=checksum, fault_rate=0.05, ...)")
+    # --- running unattended: detect, doctor, install-service, watch ---
+    p = sub.add_parser("detect", help="probe serial ports for every known device and print "
+                                      "the config tables to paste")
+    _add_config(p)
+    p.add_argument("ports", nargs="*", metavar="PORT",
+                   help="ports to probe (default: every serial port of this machine)")
+    p.add_argument("--plugin", action="append", default=[],
+                   help="probe only this device type; repeatable")
+    p.add_argument("--baudrate", action="append", type=int, default=[], metavar="N",
+                   help="also try this baud rate (each plugin's default is always tried)")
+    p.add_argument("--write-config", metavar="FILE",
+                   help="append the tables found to this config file")
+    p.add_argument("--no-cache", action="store_true",
+                   help="ignore what the last detect found (it is still updated)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_export_commands(sub)
+    p = sub.add_parser("install-service", help="write the systemd unit (Type=notify, "
+                                               "watchdog, restart on failure)")
+    p.add_argument("--path", metavar="FILE",
+                   help="unit file to write (default /etc/systemd/system/bmslogger.service)")
+    p.add_argument("--prefix", metavar="DIR",
+                   help="write under DIR/etc/systemd/system instead (packaging, tests)")
+    p.add_argument("--config-file", default="/etc/bmslogger/logger.toml", metavar="FILE",
+                   help="the config the service runs with")
+    p.add_argument("--user", default="bmslogger", help="service user (in group dialout)")
+    p.add_argument("--state-dir", default="/var/lib/bmslogger", metavar="DIR")
+    p.add_argument("--exec", dest="executable", metavar="PATH",
+                   help="the bmslogger program (default: the one on PATH)")
+    p.add_argument("--force", action="store_true", help="replace a different unit file")
+    p = sub.add_parser("doctor", help="ports, permissions, lock holders, and whether every "
+                                      "configured device answers")
+    _add_config(p)
+    p.add_argument("--raw", metavar="DEVICE",
+                   help="poll this configured device once and print every byte in hex")
+    p.add_argument("--no-poll", action="store_true", help="check ports only, poll nothing")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p = sub.add_parser("watch", help="live view of every device's values, from the running "
+                                     "daemon's status file")
+    _add_config(p)
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="redraw at least this often (default 1)")
+    p.add_argument("--count", type=int, metavar="N", help="draw N screens, then exit")
     return parser
 
 

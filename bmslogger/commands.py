@@ -359,3 +359,210 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               "Ctrl-C stops it", file=sys.stderr, flush=True)
         stop.wait()
     return ExitCode.OK
+
+
+# --- running unattended: detect ---------------------------------------------------------------
+
+
+def _folders_for(args: argparse.Namespace, registry: Registry) -> tuple[str, str]:
+    """(lock folder, state folder) of the config given with -c, else as `read` finds them."""
+    if getattr(args, "config", None):
+        from bmslogger.config import default_lock_dir, load_config
+
+        try:
+            settings = load_config(args.config, registry).settings
+            return str(settings.lock_dir), str(settings.state_dir)
+        except ConfigError:
+            # a config still without devices (what detect is for): its [logger] folders
+            from bmslogger.detect import logger_folders
+
+            folders = logger_folders(args.config)
+            if folders is None:
+                raise
+            lock_dir, state_dir = folders
+            return lock_dir or default_lock_dir(state_dir)[0], state_dir
+    return _logger_folders(registry)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Probe ports for every device type; print (and optionally append) config tables.
+    Exit 0 if something answered, 1 if nothing did."""
+    from bmslogger.detect import append_config, config_blocks, configured_names, detect
+
+    setup_logging(args.log_level or "warning")
+    registry = build_registry()
+    unknown = [n for n in args.plugin if n not in registry.devices]
+    if unknown:
+        raise UsageError(f"unknown device plugin(s) {', '.join(unknown)} "
+                         f"(installed: {', '.join(sorted(registry.devices))})")
+    lock_dir, state_dir = _folders_for(args, registry)
+    ports = list(args.ports)
+    if not ports:
+        from bmslogger.ports import list_serial_ports
+
+        ports = [p.device for p in list_serial_ports()]
+        if not ports:
+            print("no serial ports found (give ports on the command line, e.g. "
+                  "socket://host:port)", file=sys.stderr)
+            return ExitCode.FAILURE
+    found = detect(ports, registry, lock_dir, state_dir, baudrates=args.baudrate,
+                   plugins=args.plugin or None, use_cache=not args.no_cache)
+    taken = configured_names(args.write_config) if args.write_config else set()
+    text = config_blocks(found, taken)
+    answered = {f.port for f in found}
+    if args.format == "json":
+        print_json({"found": [f.to_json() for f in found],
+                    "silent": [p for p in ports if p not in answered], "config": text})
+    else:
+        for port in ports:
+            if port not in answered:
+                print(f"# nothing answered on {port}", file=sys.stderr)
+        if text:
+            print(text, end="")
+    if args.write_config and found:
+        append_config(args.write_config, text)
+        print(f"appended {len(found)} device table(s) to {args.write_config}", file=sys.stderr)
+    return ExitCode.OK if found else ExitCode.FAILURE
+
+
+# --- export / plot -------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bmslogger.export import build_table, write_csv
+
+    table = build_table(args)
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as out:
+            rows = write_csv(table, out)
+        os.replace(tmp, args.output)
+        print(f"{args.output}: {rows} rows, {len(table.cells)} columns", file=sys.stderr)
+    else:
+        write_csv(table, sys.stdout)
+    return ExitCode.OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from bmslogger.export import build_table
+    from bmslogger.plot import PlotOptions, plot_table
+
+    options = PlotOptions.from_args(args)
+    table = build_table(args)
+    plot_table(table, args.output, options)
+    print(f"{args.output}: {len(table.cells)} lines", file=sys.stderr)
+    return ExitCode.OK
+
+
+# --- running unattended: install-service ------------------------------------------------------
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """Write the systemd unit for this installation; print what root must do next."""
+    import shutil
+
+    from bmslogger.systemd import UNIT_NAME, install_unit, next_steps, render_unit
+
+    path = args.path or os.path.join(args.prefix or "/", "etc/systemd/system", UNIT_NAME)
+    executable = args.executable or shutil.which("bmslogger") or os.path.abspath(sys.argv[0])
+    try:
+        text = render_unit(os.path.abspath(executable), args.config_file, args.user,
+                           args.state_dir)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    try:
+        install_unit(path, text, force=args.force)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise BmsLoggerError(f"cannot write {path}: {err.strerror or err} "
+                             "(run as root, or give --prefix/--path)") from None
+    print(next_steps(path, args.user, args.config_file, args.state_dir))
+    return ExitCode.OK
+
+
+# --- running unattended: doctor -----------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Ports, access, lock holders, configured devices; exit 1 if anything needs fixing."""
+    from bmslogger.doctor import HexLog, check_device, check_ports, raw_poll
+    from bmslogger.runtime import DevicePoller
+
+    setup_logging(args.log_level or "error")
+    config, registry = _load(args)
+    lock_dir = str(config.settings.lock_dir)
+    if args.raw:
+        try:
+            device = config.device(args.raw)
+        except (KeyError, BmsLoggerError):
+            names = ", ".join(d.name for d in config.devices) or "none"
+            raise UsageError(f"no device {args.raw!r} in {config.file} (devices: {names})") \
+                from None
+        hexlog = HexLog()
+        try:
+            result = raw_poll(device, registry.device(device.plugin), lock_dir, hexlog)
+        finally:
+            for line in hexlog.lines():
+                print(line)
+        for error in result.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"{device.name}: {result.answered} of {result.requests} request(s) answered, "
+              f"{len(result.points)} point(s)", file=sys.stderr)
+        return ExitCode.OK if result.complete else ExitCode.FAILURE
+    ports = check_ports(lock_dir)
+    devices = []
+    if not args.no_poll:
+        for d in config.devices:
+            if d.enabled:
+                devices.append(check_device(
+                    DevicePoller(d, registry.device(d.plugin), lock_dir)))
+    bad = [p for p in ports if not p.may_open] + [d for d in devices if not d.get("answers")]
+    if args.format == "json":
+        print_json({"user": os.getuid(), "groups": os.getgroups(), "lock_dir": lock_dir,
+                    "config": config.file, "ports": [p.to_json() for p in ports],
+                    "devices": devices})
+        return ExitCode.FAILURE if bad else ExitCode.OK
+    print(f"config {config.file}; port locks in {lock_dir}")
+    print("serial ports:" if ports else "serial ports: none found")
+    for p in ports:
+        ids = p.usb_id or "-"
+        print(f"  {p.device}  usb {ids}  serial {p.serial_number or '-'}  "
+              f"{p.description or ''}".rstrip())
+        if p.by_id:
+            print(f"    by-id: {p.by_id}")
+        print(f"    config: port = \"{p.stable_url}\"")
+        access = "yes" if p.may_open else f"NO ({p.hint})"
+        print(f"    group {p.group}; this user may open it: {access}")
+        print("    lock: " + ("free" if p.lock_holder is None else
+                              f"held by pid {p.lock_holder or 'unknown'}"))
+    if devices:
+        print("configured devices:")
+    for d in devices:
+        state = ("answers" if d.get("complete") else "answers in part") if d.get("answers") \
+            else "SILENT"
+        print(f"  {d['device']} ({d['plugin']}) on {d['port']}: {state}"
+              + (f", {d['answered']}/{d['requests']} requests in {d['seconds']} s"
+                 if "requests" in d else ""))
+        if d.get("hint"):
+            print(f"    {d['hint']}")
+        if d.get("lock_holder"):
+            print(f"    lock held by pid {d['lock_holder']}")
+        for error in d.get("errors", [])[:5]:
+            print(f"    {error}")
+    return ExitCode.FAILURE if bad else ExitCode.OK
+
+
+# --- running unattended: watch ------------------------------------------------------------------
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Redraw the daemon's devices and sinks as its status file changes (Ctrl-C ends)."""
+    from bmslogger.status import status_path
+    from bmslogger.watch import watch
+
+    config, _ = _load(args)
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    watch(status_path(config.settings.state_dir), max(0.1, args.interval), args.count)
+    return ExitCode.OK
