@@ -88,8 +88,9 @@ def _add_export_commands(sub: Any) -> None:
     p.add_argument("--title", help="plot title (default: the fields and the range)")
     p.add_argument("--xlabel", default="time (UTC)", help="x axis label")
     p.add_argument("--ylabel", help="y axis label (default: the field names with units)")
-    p.add_argument("--date-format", default="%Y-%m-%d %H:%M",
-                   help="strftime format of the time axis")
+    p.add_argument("--date-format", default="",
+                   help="strftime format of the time axis, e.g. %%d.%%m %%H:%%M "
+                        "(default: concise labels that fit the range)")
     p.add_argument("--style", default="default", help="matplotlib style, e.g. ggplot")
     p.add_argument("--tight", action=argparse.BooleanOptionalAction, default=True,
                    help="tight layout (default on)")
@@ -209,9 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--from -2h`` as ``--from=-2h``: argparse would take ``-2h`` for an option."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] in ("--from", "--to") and i + 1 < len(items) \
+                and items[i + 1].startswith("-"):
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))
     if not args.command:
         parser.print_help()
         return ExitCode.USAGE

@@ -24,7 +24,8 @@ class PlotOptions:
     title: str = ""
     xlabel: str = "time (UTC)"
     ylabel: str = ""
-    date_format: str = "%Y-%m-%d %H:%M"
+    #: strftime format of the time axis; "" = concise automatic labels that fit the range
+    date_format: str = ""
     style: str = "default"
     tight: bool = True
     log: bool = False
@@ -44,7 +45,7 @@ class PlotOptions:
         if not (1 <= w <= 100 and 1 <= h <= 100) or not 20 <= args.dpi <= 1200:
             raise ExportError("--size must be 1..100 inches a side and --dpi 20..1200")
         try:
-            datetime(2026, 1, 1).strftime(args.date_format)
+            datetime(2026, 1, 1).strftime(args.date_format or "%Y")
         except ValueError as err:
             raise ExportError(f"bad --date-format: {err}") from None
         return cls(title=args.title or "", xlabel=args.xlabel, ylabel=args.ylabel or "",
@@ -103,8 +104,14 @@ def plot_table(table: Table, path: str, options: PlotOptions) -> None:
                 f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"))
             ax.set_xlabel(options.xlabel)
             ax.set_ylabel(options.ylabel or ", ".join(fields))
-            ax.xaxis.set_major_formatter(mdates.DateFormatter(options.date_format,
-                                                              tz=timezone.utc))
+            if options.date_format:
+                ax.xaxis.set_major_formatter(mdates.DateFormatter(options.date_format,
+                                                                  tz=timezone.utc))
+            else:  # labels that stay distinct whether the range is minutes or months
+                locator = mdates.AutoDateLocator(tz=timezone.utc)
+                ax.xaxis.set_major_locator(locator)
+                ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator,
+                                                                         tz=timezone.utc))
             fig.autofmt_xdate()
             if options.log:
                 ax.set_yscale("log")

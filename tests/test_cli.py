@@ -315,3 +315,12 @@ def test_daemon_and_cron_once_share_one_port_without_mixing_bytes(tmp_path: Path
         for key, value in row.items():
             if key.startswith("errors_") and key not in ("errors_stale_bytes",):
                 assert value in ("", "0"), (key, row)
+
+
+def test_relative_times_may_follow_from_and_to_as_separate_words() -> None:
+    from bmslogger.cli import _join_relative_times
+
+    assert _join_relative_times(["export", "--from", "-2h", "--to", "-1h", "--field", "x"]) == [
+        "export", "--from=-2h", "--to=-1h", "--field", "x"]
+    out = run("export", "--from", "-2h", "--field", "soc_pct", "--directory", "/nonexistent")
+    assert "expected one argument" not in out.stderr
