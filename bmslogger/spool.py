@@ -91,8 +91,46 @@ def encode_point(point: Point) -> bytes:
 
 def decode_point(payload: bytes) -> Point:
     """The point `encode_point` wrote."""
-    m, tags, fields, t = json.loads(payload)
+    return _as_point(json.loads(payload))
+
+
+def _as_point(row: object) -> Point:
+    m, tags, fields, t = row  # type: ignore[misc]
+    if not (isinstance(m, str) and isinstance(tags, dict) and isinstance(fields, dict)):
+        raise ValueError("not a spooled point")
     return Point(m, tags, fields, int(t))
+
+
+def decode_points(payloads: list[bytes]) -> list[Point | None]:
+    """The points of many records, None where a record is not a point.
+
+    A replay decodes a day of points, and `json.loads` per record spends more time on its
+    own overhead than on parsing. Here the records are joined and each is scanned where it
+    starts; a record that does not scan to exactly its own end (or is not ASCII, which
+    `encode_point` always is) is decoded alone, so the result is the same as
+    `decode_point` per record, only faster."""
+    try:
+        text = b"".join(payloads).decode("ascii")
+    except UnicodeDecodeError:
+        text = None
+    out: list[Point | None] = []
+    pos = 0
+    for payload in payloads:
+        end = pos + len(payload)
+        try:
+            row, stop = _scan(text, pos) if text is not None else (None, -1)
+        except (ValueError, StopIteration):
+            row, stop = None, -1
+        try:
+            point = _as_point(row) if stop == end else decode_point(payload)
+        except (ValueError, TypeError):
+            point = None
+        out.append(point)
+        pos = end
+    return out
+
+
+_scan = json.JSONDecoder().scan_once
 
 
 def frame(payload: bytes) -> bytes:
@@ -128,10 +166,15 @@ class _Segment:
         return self.first + self.count
 
 
-def read_records(data: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], int, bool]:
-    """Parse records from ``data[start:]``: ([(end offset, payload)], offset after the
-    last good record, True if something that is not a whole valid record follows)."""
+def read_records(
+    data: bytes, start: int = 0, limit: int | None = None
+) -> tuple[list[tuple[int, bytes]], int, bool]:
+    """Parse records from ``data[start:]``, at most `limit` of them: ([(end offset,
+    payload)], offset after the last good record, True if something that is not a whole
+    valid record follows; False when parsing stopped at `limit`)."""
     out: list[tuple[int, bytes]] = []
+    if limit is not None and limit <= 0:
+        return out, start, False
     pos = start
     size = len(data)
     hsize = _HEADER.size
@@ -147,6 +190,8 @@ def read_records(data: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], 
             return out, pos, True
         out.append((end, payload))
         pos = end
+        if limit is not None and len(out) >= limit:
+            return out, pos, False
     return out, pos, pos != size
 
 
@@ -481,15 +526,14 @@ class Spool:
                 seq = seg.first
             want = n - len(points)
             records, trailing, at_end = self._read_chunk(seg, start, want)
-            for rec_end, payload in records[:want]:
-                try:
-                    points.append(decode_point(payload))
-                except (ValueError, TypeError):
-                    # a CRC-valid record that is not a point: count it, never guess
-                    self.corrupt += 1
-                    points.append(None)
-                seq += 1
-                end = (seq, seg.first, start + rec_end)
+            records = records[:want]
+            decoded = decode_points([payload for _, payload in records])
+            # a CRC-valid record that is not a point: count it, never guess
+            self.corrupt += decoded.count(None)
+            points.extend(decoded)
+            if records:
+                seq += len(records)
+                end = (seq, seg.first, start + records[-1][0])
             if trailing and at_end and len(records) < want and seq < seg.end:
                 # corruption inside a sealed segment: skip the rest of it
                 lost = seg.end - seq
@@ -520,7 +564,7 @@ class Spool:
             f.seek(start)
             data = f.read(min(step, seg.size - start))
             while True:
-                records, _good, trailing = read_records(data)
+                records, _good, trailing = read_records(data, limit=want)
                 at_end = start + len(data) >= seg.size
                 if len(records) >= want or at_end:
                     return records, trailing, at_end

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,7 @@ _DIVISOR = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _V1_PRECISION = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
 _RETRY_STATUS = frozenset((401, 403, 404, 408, 429, 500, 502, 503, 504))
 _NEVER_STATUS = frozenset((400, 413, 422))
-_BAD_CHARS = ("\n", "\r", "\t")
+_BAD_TEXT = re.compile(r"[\n\r\t]|\\\Z")
 #: points per request when a large batch (a spool replay) is sent in overlapped chunks
 _CHUNK = 1000
 
@@ -104,12 +105,18 @@ def register_sink_types() -> list[SinkType]:
 
 def _line_problem(point: Point) -> str | None:
     """Why line protocol cannot carry `point` exactly, or None."""
-    names = [point.measurement, *point.tags, *point.tags.values(), *point.fields]
-    for text in names:
-        text = str(text)
-        if any(c in text for c in _BAD_CHARS) or text.endswith("\\"):
-            return (f"line protocol cannot carry {text!r} exactly (newline, carriage return "
-                    "or tab, or a trailing backslash in a name or tag value)")
+    for text in (point.measurement, *point.tags, *point.tags.values(), *point.fields):
+        problem = _text_problem(str(text))
+        if problem:
+            return problem
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    """Why line protocol cannot carry `text` as a name or tag value exactly, or None."""
+    if _BAD_TEXT.search(text):
+        return (f"line protocol cannot carry {text!r} exactly (newline, carriage return "
+                "or tab, or a trailing backslash in a name or tag value)")
     return None
 
 
@@ -142,6 +149,24 @@ def _retry_after(headers: Any) -> float | None:
             return None
 
 
+def _client_serialisers() -> tuple[Any, Any, Any, Any] | None:
+    """influxdb-client's escaping and field formatting functions, or None if this
+    version does not have them (then every point goes through `influxdb_client.Point`)."""
+    global _SERIALISERS
+    if _SERIALISERS is False:
+        try:
+            from influxdb_client.client.write import point as lp
+
+            _SERIALISERS = (lp._escape_key, lp._ESCAPE_MEASUREMENT, lp._append_tags,
+                            lp._append_fields)
+        except (ImportError, AttributeError):
+            _SERIALISERS = None
+    return _SERIALISERS  # type: ignore[return-value]
+
+
+_SERIALISERS: Any = False
+
+
 class InfluxSink(Sink):
     """Writes batches to InfluxDB; see the module docstring."""
 
@@ -160,6 +185,8 @@ class InfluxSink(Sink):
         self.requests = 0
         self.rejected = 0
         self._sender: Any = None  # one thread sending chunks of large batches
+        self._keys: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, str | None]] = {}
+        self._good_fields: set[str] = set()
 
     # --- connection --------------------------------------------------------------------
 
@@ -250,7 +277,19 @@ class InfluxSink(Sink):
 
     def to_line(self, point: Point) -> str:
         """One point as line protocol at the configured precision, by influxdb-client;
-        ``""`` when no field is left (NaN and infinities are not representable)."""
+        ``""`` when no field is left (NaN and infinities are not representable).
+
+        influxdb-client's own escaping and field formatting do the work either way; the
+        fast path only keeps each series' escaped key (measurement and tag set), which a
+        poll repeats for every point, instead of building a `Point` per point. A replay of
+        a day's spool spends most of its time here."""
+        parts = _client_serialisers()
+        if parts is not None:
+            key = self._series_key(point, parts)[0]
+            fields = parts[3](point.fields, {})
+            if not fields:
+                return ""
+            return f"{key}{fields} {point.time_ns // _DIVISOR[self.precision]}"
         if self._lp is None:
             from influxdb_client import Point as LinePoint
             from influxdb_client import WritePrecision
@@ -280,15 +319,51 @@ class InfluxSink(Sink):
             self.rejected += len(rejected)
             raise PointsRejected(rejected)
 
+    def _series_key(self, point: Point, parts: tuple[Any, ...]) -> tuple[str, str | None]:
+        """(escaped measurement and tag set, why line protocol cannot carry them or None),
+        cached per series: a poll repeats the same few series for every point."""
+        series = (point.measurement, tuple(point.tags.items()))
+        known = self._keys.get(series)
+        if known is None:
+            if len(self._keys) > 100_000:  # bounded, whatever tags a plugin invents
+                self._keys.clear()
+            escape_key, escape_measurement, append_tags, _ = parts
+            problem = None
+            for text in (point.measurement, *point.tags, *point.tags.values()):
+                problem = problem or _text_problem(str(text))
+            known = self._keys[series] = (
+                escape_key(point.measurement, escape_measurement) + append_tags(point.tags),
+                problem,
+            )
+        return known
+
+    def _field_problem(self, point: Point) -> str | None:
+        """`_text_problem` of the field names, each name checked once per sink."""
+        for name in point.fields:
+            if name not in self._good_fields:
+                problem = _text_problem(str(name))
+                if problem:
+                    return problem
+                if len(self._good_fields) < 100_000:
+                    self._good_fields.add(name)
+        return None
+
     def _serialise(
         self, points: Sequence[Point]
     ) -> tuple[list[tuple[Point, str]], list[tuple[Point, str]]]:
         """(point, line) pairs to send, and (point, reason) pairs that cannot be sent."""
         rejected: list[tuple[Point, str]] = []
         lines: list[tuple[Point, str]] = []
+        parts = _client_serialisers()
         for p in points:
-            problem = _line_problem(p)
-            line = "" if problem else self.to_line(p)
+            if parts is None:
+                problem = _line_problem(p)
+                line = "" if problem else self.to_line(p)
+            else:
+                key, problem = self._series_key(p, parts)
+                problem = problem or self._field_problem(p)
+                fields = "" if problem else parts[3](p.fields, {})
+                line = f"{key}{fields} {p.time_ns // _DIVISOR[self.precision]}" if fields else ""
             if problem:
                 rejected.append((p, problem))
             elif not line:

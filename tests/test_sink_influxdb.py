@@ -299,3 +299,49 @@ def test_400_isolates_the_bad_line_by_halving(answer):
     path, headers, _ = answer.seen[0]
     assert "u=" not in path and "p=" not in path  # credentials never in the URL
     assert headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("precision", ["ns", "us", "ms", "s"])
+def test_series_key_cache_gives_exactly_influxdb_clients_line(precision, monkeypatch):
+    """The fast path keeps each series' escaped key; its lines must equal what
+    influxdb_client.Point produces for every hostile name, value and type."""
+    import bmslogger.sinks.influxdb as module
+
+    points = [Point("battery" + h, {"device": h or "x", "tag": h},
+                    {"v": 1.0, "f" + h: h, "i": 3, "b": True, "nan": float("nan"), "g": 2.5e-7},
+                    T0 + 123_456_789) for h in HOSTILE]
+    points.append(Point("m", {}, {"x": float("inf")}, 5))
+    fast = make(precision=precision)
+    lines = [fast.to_line(p) for p in points]
+    assert fast._keys  # the cache was used
+    monkeypatch.setattr(module, "_SERIALISERS", None)  # influxdb_client.Point per point
+    slow = make(precision=precision)
+    assert lines == [slow.to_line(p) for p in points]
+    assert lines[-1] == ""
+
+
+def test_serialise_rejects_and_keeps_exactly_like_the_point_path(monkeypatch):
+    """The cached series check must refuse the same points, for the same reasons, as the
+    per-point check, including a bad tag seen again after its series was cached."""
+    import bmslogger.sinks.influxdb as module
+
+    points = [
+        Point("battery", {"device": "ok"}, {"v": 1.0}, T0),
+        Point("battery", {"device": "new\nline"}, {"v": 1.0}, T0),
+        Point("battery", {"device": "new\nline"}, {"v": 2.0}, T0 + 1),  # cached series
+        Point("battery", {"device": "trail\\"}, {"v": 1.0}, T0),
+        Point("battery", {"device": "ok"}, {"tab\tname": 1.0}, T0),
+        Point("battery", {"device": "ok"}, {"tab\tname": 1.0, "v": 3.0}, T0 + 2),
+        Point("battery", {"device": "ok"}, {"nan": float("nan")}, T0),
+        Point("cell\r", {"device": "ok"}, {"v": 1.0}, T0),
+        Point("battery", {"device": "ok"}, {"s": "new\nline in a string is fine"}, T0 + 3),
+    ]
+    fast = make()
+    result = fast._serialise(points)
+    monkeypatch.setattr(module, "_SERIALISERS", None)
+    assert result == make()._serialise(points)
+    lines, rejected = result
+    assert [p.time_ns - T0 for p, _ in lines] == [0, 3]
+    assert len(rejected) == 7
+    assert all("cannot carry" in why for _, why in rejected[:5])
+    assert "NaN" in rejected[5][1]

@@ -25,6 +25,7 @@ from bmslogger.spool import (
     Spool,
     SpoolBusy,
     decode_point,
+    decode_points,
     encode_point,
     frame,
     parse_fsync,
@@ -88,6 +89,35 @@ def test_read_records_never_accepts_garbage_as_a_record(garbage):
     # every record parsed out of the garbage carries a matching CRC by construction; a torn
     # tail is reported, never returned
     assert trailing == (pos != len(good) + len(garbage))
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda m, t: encode_point(Point(m, {"d": m}, {"v": 1.5}, t)),
+              st.text(max_size=5), st.integers(min_value=0, max_value=2**62)),
+    st.binary(max_size=20),
+    st.sampled_from([b"[1],[2", b"]", b"", b'["m",{},{}]', b'[1,{},{},5]', b"[", b"null",
+                     b'["m",{},{"a":1},5],["n",{},{"a":2},6', b' ["m",{},{"a":1},5]', b"[3",
+                     b'4]', b'"\xff"', '["m",{},{"\u00fc":1},5]'.encode()]),
+), max_size=10))
+def test_decode_points_equals_one_at_a_time(payloads):
+    """The joined parse is only a shortcut: every record comes out as decoding it alone
+    would, and a record that is not a point is None, whatever sits next to it."""
+
+    def alone(payload: bytes) -> Point | None:
+        try:
+            return decode_point(payload)
+        except (ValueError, TypeError):
+            return None
+
+    assert decode_points(payloads) == [alone(p) for p in payloads]
+
+
+def test_read_records_stops_at_limit():
+    data = b"".join(frame(b'["m",{},{"a":%d},5]' % i) for i in range(5))
+    records, pos, trailing = read_records(data, limit=2)
+    assert [r[1] for r in records] == [b'["m",{},{"a":0},5]', b'["m",{},{"a":1},5]']
+    assert pos == records[-1][0] and not trailing
+    assert len(read_records(data, limit=9)[0]) == 5
 
 
 def test_parse_fsync():
