@@ -7,7 +7,7 @@ to the right time when NTP answers, minutes later. Points taken before are stamp
 kernel's own verdict (``adjtimex`` returning TIME_ERROR, set until a time daemon has
 disciplined the clock). A jump is logged once, and the points of each device's first poll
 after it are tagged ``clock="jumped"``. Points taken while the kernel says unsynchronised
-are tagged ``clock="unsynced"`` when tagging is on (``BMSLOGGER_CLOCK_TAGS=1``; off by
+are tagged ``clock="unsynced"`` when tagging is on (``[logger] tag_unsynced_clock``; off by
 default because containers and CI machines never synchronise, see the README), and the
 state is logged on start and when it changes.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,14 +57,13 @@ class ClockCheck:
 
     def __init__(
         self,
-        tag_unsynced: bool | None = None,
+        tag_unsynced: bool = False,
         synced: Callable[[], bool | None] = clock_synchronized,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         jump_s: float = JUMP_S,
     ) -> None:
-        self.tag_unsynced = (os.environ.get("BMSLOGGER_CLOCK_TAGS", "") == "1"
-                             if tag_unsynced is None else tag_unsynced)
+        self.tag_unsynced = tag_unsynced
         self.synced_fn = synced
         self.wall = wall
         self.mono = mono

@@ -96,6 +96,13 @@ LOGGER_OPTIONS: tuple[Option, ...] = (
     Option("log_level", "choice", "info", choices=("debug", "info", "warning", "error")),
     Option("log_file", "str", "", 'log file; "" logs to stderr (the journal under systemd)'),
     Option("timezone", "str", "local", 'time zone of cron tasks: "local" or an IANA name'),
+    Option("tag_unsynced_clock", "bool", False, 'tag points taken while the kernel says the '
+           'clock is not synchronised with clock = "unsynced"'),
+    Option("poll_stall", "duration", None, "under systemd, a poll running this long stops "
+           "the watchdog pets (the service is restarted); default three intervals of the "
+           "device, at least 60 s"),
+    Option("sink_stall", "duration", 180.0, "under systemd, a sink with points waiting "
+           "that makes no attempt for this long stops the watchdog pets"),
 )
 
 _PORT_OPTION = Option("port", "str", help=_PORT_EXPECTED)
@@ -165,6 +172,9 @@ class LoggerSettings:
     log_level: str = "info"
     log_file: str = ""
     timezone: str = "local"
+    tag_unsynced_clock: bool = False
+    poll_stall_s: float | None = None
+    sink_stall_s: float = 180.0
     base_dir: str = ""
 
 
@@ -488,6 +498,12 @@ class _Checker:
         interval = opts["interval"]
         if not self.positive(table, "interval", interval):
             interval = LoggerSettings.interval_s
+        poll_stall = opts["poll_stall"]
+        if not self.positive(table, "poll_stall", poll_stall):
+            poll_stall = None
+        sink_stall = opts["sink_stall"]
+        if not self.positive(table, "sink_stall", sink_stall):
+            sink_stall = LoggerSettings.sink_stall_s
         tz = opts["timezone"]
         if tz != "local" and "timezone" not in table.failed:
             self.check_timezone(tz)
@@ -516,6 +532,9 @@ class _Checker:
             log_level=opts["log_level"],
             log_file=self.path(opts["log_file"]) if opts["log_file"] else "",
             timezone=tz,
+            tag_unsynced_clock=bool(opts["tag_unsynced_clock"]),
+            poll_stall_s=poll_stall,
+            sink_stall_s=sink_stall,
             base_dir=self.base_dir,
         )
 
@@ -867,6 +886,10 @@ def describe_config(cfg: LoggerConfig) -> str:
         f"state dir {s.state_dir}, spool dir {s.spool_dir}",
         f"  spool up to {s.spool_max_bytes // (1024 * 1024)} MiB per sink, fsync "
         f"{s.spool_fsync if isinstance(s.spool_fsync, str) else _fmt_duration(s.spool_fsync)}",
+        "  systemd watchdog: a poll stalls after "
+        + (_fmt_duration(s.poll_stall_s) if s.poll_stall_s else "three intervals (>= 60s)")
+        + f", a sink after {_fmt_duration(s.sink_stall_s)}; points before clock sync "
+        + ("tagged" if s.tag_unsynced_clock else "not tagged"),
     ]
     if s.lock_dir_note:
         lines.append(f"  note: {s.lock_dir_note}")

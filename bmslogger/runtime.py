@@ -189,10 +189,14 @@ class LoggerService:
         self._started = time.time()
         #: monotonic time the last poll or task finished (the systemd watchdog's progress)
         self.last_poll_done: float | None = None
+        #: (device, task) → monotonic start of the run in progress
+        self.polls_running: dict[tuple[str, str], float] = {}
+        #: device → monotonic end of its last finished poll (failed or not)
+        self.polls_done: dict[str, float] = {}
         from bmslogger.clockcheck import ClockCheck
 
         #: wall-clock jumps and an unsynchronised clock, marked on the points
-        self.clock_check = ClockCheck()
+        self.clock_check = ClockCheck(tag_unsynced=settings.tag_unsynced_clock)
 
     def _build_pipeline(self) -> Any:
         import os
@@ -225,10 +229,17 @@ class LoggerService:
         )
 
     def poll_and_submit(self, poller: DevicePoller, task: str = "poll") -> PollResult:
-        result = poller.run(task)
-        result.points = self.clock_check.mark(poller.device.name, result.points)
-        self.pipeline.submit(result.points)
+        key = (poller.device.name, task)
+        self.polls_running[key] = time.monotonic()
+        try:
+            result = poller.run(task)
+            result.points = self.clock_check.mark(poller.device.name, result.points)
+            self.pipeline.submit(result.points)
+        finally:
+            del self.polls_running[key]
         self.last_poll_done = time.monotonic()
+        if task == "poll":
+            self.polls_done[poller.device.name] = self.last_poll_done
         poller._hook("poll_finished", device=poller.device, result=result, task=task)
         return result
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 
 UNIT_NAME = "bmslogger.service"
 #: counters that move whenever a sink worker finishes an attempt, good or bad
-#: Default for `Watchdog.sink_stall_s` (``$BMSLOGGER_SINK_STALL`` overrides it): well above
-#: the pipeline's longest retry back-off (60 s) plus a slow write.
+#: Default for `Watchdog.sink_stall_s` (``[logger] sink_stall``): well above the pipeline's
+#: longest retry back-off (60 s) plus a slow write.
 SINK_STALL_S = 180.0
 _SINK_PROGRESS = ("written", "batches", "retries", "dropped", "dead_lettered")
 
@@ -69,13 +70,23 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     return usec / 2e6
 
 
+def _without_numbers(complaint: str) -> str:
+    """A complaint without its growing durations, to log each new one once."""
+    return re.sub(r"\d+ s\b", "", complaint)
+
+
 class Watchdog:
     """Readiness and progress-gated watchdog pets for one `LoggerService`.
 
-    `service` needs ``last_poll_done`` (monotonic seconds of the last finished poll, or
-    None), ``pollers`` (with ``device.interval_s``) and ``pipeline.stats()``. Call `ready`
-    once polling is set up, `tick` often (the run loop does every second), `stopping` on
-    the way out.
+    `service` needs ``pollers`` (with ``device.name`` and ``device.interval_s``),
+    ``polls_running`` ((device, task) → monotonic start), ``polls_done`` (device →
+    monotonic end of its last poll) and ``pipeline.stats()``; ``config.settings`` supplies
+    ``poll_stall_s`` and ``sink_stall_s`` when the arguments do not. Call `ready` once
+    polling is set up, `tick` often (the run loop does every second), `stopping` on the way
+    out.
+
+    Progress is judged per device: one driver hung in its poll stops the pets even while
+    every other device polls happily, because its data is lost all the same.
     """
 
     def __init__(
@@ -92,22 +103,24 @@ class Watchdog:
         self.interval = watchdog_interval(self.env)
         self.notify = notify or (lambda message: sd_notify(message, self.env))
         self.clock = clock
-        if sink_stall_s is None:
-            try:
-                sink_stall_s = float(self.env.get("BMSLOGGER_SINK_STALL", "") or SINK_STALL_S)
-            except ValueError:
-                sink_stall_s = SINK_STALL_S
+        settings = getattr(getattr(service, "config", None), "settings", None)
         #: how long a sink with points waiting may show no attempt at all
-        self.sink_stall_s = sink_stall_s
-        intervals = [float(p.device.interval_s) for p in getattr(service, "pollers", [])]
-        #: a poll must finish within this long; three of the slowest schedule, at least 60 s
-        self.poll_stall_s = poll_stall_s if poll_stall_s is not None else max(
-            60.0, 3 * max(intervals, default=0.0))
+        self.sink_stall_s = (sink_stall_s if sink_stall_s is not None
+                             else getattr(settings, "sink_stall_s", SINK_STALL_S))
+        #: a fixed poll stall limit, or None for three intervals of each device (>= 60 s)
+        self.poll_stall_s = (poll_stall_s if poll_stall_s is not None
+                             else getattr(settings, "poll_stall_s", None))
         self.started = clock()
         self._next_pet = self.started
         self._sinks: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._complaint = ""
         self.pets = 0
+
+    def poll_stall_for(self, interval_s: float) -> float:
+        """How long a device polled every `interval_s` may go without finishing a poll."""
+        if self.poll_stall_s is not None:
+            return self.poll_stall_s
+        return max(60.0, 3 * float(interval_s))
 
     def ready(self) -> None:
         """Tell systemd the logger is up (after the scheduler started)."""
@@ -121,11 +134,19 @@ class Watchdog:
         """Why the logger is not making progress now (empty: healthy)."""
         now = self.clock()
         out = []
-        pollers = getattr(self.service, "pollers", [])
-        last = getattr(self.service, "last_poll_done", None)
-        since = now - (last if last is not None else self.started)
-        if pollers and since > self.poll_stall_s:
-            out.append(f"no poll finished for {since:.0f} s")
+        running = dict(getattr(self.service, "polls_running", {}))
+        done = getattr(self.service, "polls_done", {})
+        limits = {p.device.name: self.poll_stall_for(p.device.interval_s)
+                  for p in getattr(self.service, "pollers", [])}
+        for (device, task), since in sorted(running.items()):
+            busy = now - since
+            if busy > limits.get(device, self.poll_stall_for(0)):
+                what = "poll" if task == "poll" else f"task {task}"
+                out.append(f"{what} of {device} running for {busy:.0f} s")
+        for device, limit in limits.items():
+            quiet = now - max(done.get(device, self.started), self.started)
+            if quiet > limit and (device, "poll") not in running:
+                out.append(f"no poll of {device} finished for {quiet:.0f} s")
         for name, stats in self.service.pipeline.stats().items():
             marks = tuple(stats.get(k) for k in _SINK_PROGRESS)
             backlog = int(stats.get("queued") or 0) + int(stats.get("in_flight") or 0)
@@ -150,7 +171,7 @@ class Watchdog:
         problems = self.problems()
         if problems:
             complaint = "; ".join(problems)
-            if complaint.split(" for ")[0] != self._complaint.split(" for ")[0]:
+            if _without_numbers(complaint) != _without_numbers(self._complaint):
                 log.error("not petting the systemd watchdog (the service will be restarted "
                           "if this lasts): %s", complaint)
             self._complaint = complaint

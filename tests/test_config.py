@@ -921,6 +921,19 @@ def test_logger_settings_defaults_match_declarations():
     assert (s.interval_s, s.lock_timeout_s, s.log_level, s.timezone, s.lock_dir) == (
         declared["interval"], declared["lock_timeout"], declared["log_level"],
         declared["timezone"], declared["lock_dir"])
+    assert (s.tag_unsynced_clock, s.poll_stall_s, s.sink_stall_s) == (
+        declared["tag_unsynced_clock"], declared["poll_stall"], declared["sink_stall"])
+
+
+def test_watchdog_and_clock_keys(registry):
+    cfg = parse_config(f'[logger]\npoll_stall = "5m"\nsink_stall = "90s"\n'
+                       f"tag_unsynced_clock = true\n{MINIMAL}", "x.toml", registry)
+    assert (cfg.settings.poll_stall_s, cfg.settings.sink_stall_s) == (300.0, 90.0)
+    assert cfg.settings.tag_unsynced_clock is True
+    assert parse_config(MINIMAL, "x.toml", registry).settings.poll_stall_s is None
+    assert sorted(paths_of(f'[logger]\npoll_stall = "0s"\nsink_stall = "soon"\n'
+                           f'tag_unsynced_clock = "yes"\n{MINIMAL}', registry)) == [
+        "logger.poll_stall", "logger.sink_stall", "logger.tag_unsynced_clock"]
 
 
 # --- fuzz: whatever the text, only ConfigError comes out ------------------------------------------

@@ -23,6 +23,7 @@ from bmslogger.runtime import LoggerService
 from bmslogger.sink import Sink
 from bmslogger.systemd import (
     UNIT_TEMPLATE,
+    Watchdog,
     render_unit,
     sd_notify,
     watchdog_interval,
@@ -148,10 +149,10 @@ def test_hung_sink_stops_the_watchdog_and_progress_resumes_it(
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s at most
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setenv("BMSLOGGER_SINK_STALL", "1.5")
     registry = _registry(monkeypatch)
     config = parse_config(
         '[logger]\nstate_dir = "state"\nspool_dir = "spool"\nlock_dir = "locks"\n'
+        'sink_stall = "1.5s"\n'
         '[[devices.daly]]\nname = "d"\nport = "sim://daly?cells=4&sensors=1"\n'
         'interval = "1s"\n[sinks.hang]\nbatch_size = 1\nflush_interval = "100ms"\n',
         str(tmp_path / "logger.toml"), registry)
@@ -164,7 +165,7 @@ def test_hung_sink_stops_the_watchdog_and_progress_resumes_it(
         assert _wait_for(lambda: WRITTEN and listener.pets() >= 2, 10)  # healthy: petted
         HANG.set()
         hung_at = time.monotonic()
-        # a stalled sink is noticed after BMSLOGGER_SINK_STALL; then pets stop entirely
+        # a stalled sink is noticed after [logger] sink_stall; then pets stop entirely
         assert _wait_for(lambda: any(m.startswith("STATUS=stalled: sink hang")
                                      for _, m in listener.messages), 10)
         noticed = time.monotonic()
@@ -233,3 +234,109 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == ""
+
+
+# --- one hung poller among healthy ones --------------------------------------------------------
+
+
+class FakeService:
+    """What the Watchdog reads from a LoggerService, set by hand."""
+
+    def __init__(self, intervals: dict[str, float]) -> None:
+        self.pollers = [types.SimpleNamespace(device=types.SimpleNamespace(
+            name=n, interval_s=i)) for n, i in intervals.items()]
+        self.polls_running: dict[tuple[str, str], float] = {}
+        self.polls_done: dict[str, float] = {}
+        self.pipeline = types.SimpleNamespace(stats=lambda: {})
+        self.config = types.SimpleNamespace(settings=types.SimpleNamespace(
+            poll_stall_s=None, sink_stall_s=180.0))
+
+
+def test_watchdog_judges_every_device_on_its_own_interval() -> None:
+    now = [100.0]
+    service = FakeService({"fast": 5.0, "slow": 60.0})
+    dog = Watchdog(service, env={}, clock=lambda: now[0])
+    assert dog.poll_stall_for(5.0) == 60.0 and dog.poll_stall_for(60.0) == 180.0
+    now[0] = 150.0
+    service.polls_done = {"fast": 149.0, "slow": 120.0}
+    assert dog.problems() == []
+    # fast keeps polling; slow's poll started at 150 and never returns
+    service.polls_running[("slow", "poll")] = 150.0
+    now[0] = 300.0
+    service.polls_done["fast"] = 299.0
+    assert dog.problems() == []  # 150 s: within three of slow's intervals
+    now[0] = 331.0
+    service.polls_done["fast"] = 330.0
+    assert dog.problems() == ["poll of slow running for 181 s"]
+    # a device the ticker stopped starting at all (no poll running, none finishing)
+    del service.polls_running[("slow", "poll")]
+    service.polls_done["slow"] = 331.0
+    now[0] = 400.0
+    service.polls_done["slow"] = 331.0
+    service.polls_done["fast"] = 330.0
+    assert dog.problems() == ["no poll of fast finished for 70 s"]
+    # a fixed limit from [logger] poll_stall overrides the per-interval one
+    service.config.settings.poll_stall_s = 30.0
+    assert Watchdog(service, env={}, clock=lambda: now[0]).poll_stall_for(60.0) == 30.0
+
+
+HUNG_DEVICES: set[str] = set()
+UNHANG = threading.Event()
+
+
+def _hang_named_daly_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daly polls of the devices named in HUNG_DEVICES block (a driver stuck in a read
+    without a deadline); the others poll the simulator as usual."""
+    from bmslogger.plugins.daly.driver import DalyDriver
+
+    real_poll = DalyDriver.poll
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        if self.device.name in HUNG_DEVICES:
+            UNHANG.wait(30)
+        return real_poll(self)
+
+    monkeypatch.setattr(DalyDriver, "poll", poll)
+
+
+def test_one_hung_poller_stops_the_watchdog_while_the_others_poll(
+        listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    HUNG_DEVICES.clear()
+    UNHANG.clear()
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    _hang_named_daly_polls(monkeypatch)
+    registry = build_registry()
+    fast_sim = "sim://daly?sensors=1&baudrate=115200&turnaround=0.005"
+    devices = "".join(  # two simulated lines (their cell counts differ)
+        f'[[devices.daly]]\nname = "{n}"\nport = "{fast_sim}&cells={cells}"\n'
+        'baudrate = 115200\ninterval = "300ms"\n' for n, cells in (("good", 4), ("stuck", 5)))
+    config = parse_config(
+        '[logger]\nstate_dir = "state"\nspool_dir = "spool"\nlock_dir = "locks"\n'
+        f'poll_stall = "1.5s"\n{devices}[sinks.csv]\ndirectory = "csv"\n',
+        str(tmp_path / "logger.toml"), registry)
+    service = LoggerService(config, registry)
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run, args=(stop, 3.0), daemon=True)
+    runner.start()
+    try:
+        assert _wait_for(lambda: listener.pets() >= 2 and len(service.polls_done) == 2, 10)
+        HUNG_DEVICES.add("stuck")
+        hung_at = time.monotonic()
+        assert _wait_for(lambda: any(m.startswith("STATUS=stalled: poll of stuck running")
+                                     for _, m in listener.messages), 10)
+        noticed = time.monotonic()
+        good_before = service.polls_done["good"]
+        time.sleep(1.5)
+        assert listener.pets(since=noticed) == 0
+        assert service.polls_done["good"] > good_before  # the healthy device polls on
+        assert noticed - hung_at >= 1.4  # not before poll_stall
+        UNHANG.set()
+        released = time.monotonic()
+        assert _wait_for(lambda: listener.pets(since=released) >= 1, 10)
+    finally:
+        UNHANG.set()
+        stop.set()
+        runner.join(20)
+    assert not runner.is_alive()
