@@ -141,25 +141,37 @@ def _registry(monkeypatch: pytest.MonkeyPatch):
     return build_registry(pm)
 
 
-def test_hung_sink_stops_the_watchdog_and_progress_resumes_it(
-        listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    HANG.clear()
-    RELEASE.clear()
-    WRITTEN.clear()
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s at most
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    registry = _registry(monkeypatch)
+def _start_logger(tmp_path: Path, registry, body: str):
+    """A LoggerService on `body` (devices, sinks, extra [logger] keys) running in a thread
+    under a fake systemd (NOTIFY_SOCKET, WATCHDOG_USEC set by `watchdog_env`)."""
     config = parse_config(
-        '[logger]\nstate_dir = "state"\nspool_dir = "spool"\nlock_dir = "locks"\n'
-        'sink_stall = "1.5s"\n'
-        '[[devices.daly]]\nname = "d"\nport = "sim://daly?cells=4&sensors=1"\n'
-        'interval = "1s"\n[sinks.hang]\nbatch_size = 1\nflush_interval = "100ms"\n',
+        '[logger]\nstate_dir = "state"\nspool_dir = "spool"\nlock_dir = "locks"\n' + body,
         str(tmp_path / "logger.toml"), registry)
     service = LoggerService(config, registry)
     stop = threading.Event()
     runner = threading.Thread(target=service.run, args=(stop, 3.0), daemon=True)
     runner.start()
+    return service, stop, runner
+
+
+@pytest.fixture
+def watchdog_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s at most
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+
+
+def test_hung_sink_stops_the_watchdog_and_progress_resumes_it(
+        listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        watchdog_env: None) -> None:
+    HANG.clear()
+    RELEASE.clear()
+    WRITTEN.clear()
+    registry = _registry(monkeypatch)
+    service, stop, runner = _start_logger(tmp_path, registry, (
+        'sink_stall = "1.5s"\n'
+        '[[devices.daly]]\nname = "d"\nport = "sim://daly?cells=4&sensors=1"\n'
+        'interval = "1s"\n[sinks.hang]\nbatch_size = 1\nflush_interval = "100ms"\n'))
     try:
         assert _wait_for(lambda: any("READY=1" in m for _, m in listener.messages), 10)
         assert _wait_for(lambda: WRITTEN and listener.pets() >= 2, 10)  # healthy: petted
@@ -300,26 +312,17 @@ def _hang_named_daly_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_one_hung_poller_stops_the_watchdog_while_the_others_poll(
-        listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        watchdog_env: None) -> None:
     HUNG_DEVICES.clear()
     UNHANG.clear()
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    monkeypatch.delenv("WATCHDOG_PID", raising=False)
     _hang_named_daly_polls(monkeypatch)
-    registry = build_registry()
     fast_sim = "sim://daly?sensors=1&baudrate=115200&turnaround=0.005"
     devices = "".join(  # two simulated lines (their cell counts differ)
         f'[[devices.daly]]\nname = "{n}"\nport = "{fast_sim}&cells={cells}"\n'
         'baudrate = 115200\ninterval = "300ms"\n' for n, cells in (("good", 4), ("stuck", 5)))
-    config = parse_config(
-        '[logger]\nstate_dir = "state"\nspool_dir = "spool"\nlock_dir = "locks"\n'
-        f'poll_stall = "1.5s"\n{devices}[sinks.csv]\ndirectory = "csv"\n',
-        str(tmp_path / "logger.toml"), registry)
-    service = LoggerService(config, registry)
-    stop = threading.Event()
-    runner = threading.Thread(target=service.run, args=(stop, 3.0), daemon=True)
-    runner.start()
+    service, stop, runner = _start_logger(tmp_path, build_registry(), (
+        f'poll_stall = "1.5s"\n{devices}[sinks.csv]\ndirectory = "csv"\n'))
     try:
         assert _wait_for(lambda: listener.pets() >= 2 and len(service.polls_done) == 2, 10)
         HUNG_DEVICES.add("stuck")
