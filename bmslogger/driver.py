@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bmslogger.audit import audit
+from bmslogger.conversation import Conversation
 from bmslogger.errors import WriteRefusedError
 from bmslogger.logs import named_logger
 from bmslogger.model import DeviceConfig, PollResult, WriteSpec
@@ -45,6 +46,24 @@ class Driver:
         self.memory = self.counters.memory
         self.clock = clock
         self.log = named_logger(type(self).__module__, device.name)
+        self.setup()
+
+    def setup(self) -> None:
+        """Read the plugin's options into attributes and check what the table cannot.
+
+        Called at the end of `__init__`, when ``device``, ``options``, ``transport``,
+        ``counters``, ``memory``, ``clock`` and ``log`` are set, so a plugin overrides this
+        instead of repeating the constructor's signature. Raise `ConfigError` for an option
+        combination that cannot work."""
+
+    def conversation_for_line(self, **settings: Any) -> Conversation:
+        """A `Conversation` on this driver's line with the device's ``timeout`` and
+        ``retries``; `settings` adds or overrides `Conversation` arguments (a first-byte
+        margin, a late-answer window, ``retries=0`` for a driver that retries itself)."""
+        kwargs: dict[str, Any] = {"timeout_s": self.device.timeout_s,
+                                  "retries": self.device.retries}
+        kwargs.update(settings)
+        return Conversation(self.transport, self.counters, self.log, **kwargs)
 
     @property
     def base_tags(self) -> dict[str, str]:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bmslogger.conversation import Conversation
 from bmslogger.driver import Driver
 from bmslogger.errors import (
     NoAnswerError,
@@ -28,9 +27,7 @@ from bmslogger.errors import (
     UnexpectedAnswerError,
     WriteRefusedError,
 )
-from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
-from bmslogger.stats import Counters
-from bmslogger.transport import Transport
+from bmslogger.model import FieldValue, Point, PollResult
 
 from . import WRITES
 from . import protocol as p
@@ -63,14 +60,7 @@ class DalyDriver(Driver):
 
     WRITES = WRITES
 
-    def __init__(
-        self,
-        device: DeviceConfig,
-        transport: Transport,
-        counters: Counters | None = None,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        super().__init__(device, transport, counters, clock)
+    def setup(self) -> None:
         opts = self.options
         self.board: int = int(opts.get("board", 1))
         host = opts.get("host_address", "0x40")
@@ -98,10 +88,7 @@ class DalyDriver(Driver):
         # A Daly answers 50-80 ms after a request (reference §3.2; the turnaround in
         # PORT_DEFAULTS is the 80 ms end), so 40 ms of slack for the first byte is ample,
         # and a lost answer costs about 0.135 s before the retry instead of a long timeout.
-        self.conversation = Conversation(
-            transport, self.counters, self.log,
-            timeout_s=device.timeout_s, retries=device.retries, first_byte_margin_s=0.04,
-        )
+        self.conversation = self.conversation_for_line(first_byte_margin_s=0.04)
         self._parser = p.FrameParser()
 
     # --- one exchange ---------------------------------------------------------------------

@@ -23,11 +23,11 @@ until the line falls quiet, by the ``events`` and ``statistics`` tasks or when l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bmslogger.conversation import DEFAULT_MARGIN_S, Conversation
+from bmslogger.conversation import DEFAULT_MARGIN_S
 from bmslogger.driver import Driver
 from bmslogger.errors import (
     ConfigError,
@@ -37,9 +37,7 @@ from bmslogger.errors import (
     UnexpectedAnswerError,
     WriteRefusedError,
 )
-from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
-from bmslogger.stats import Counters
-from bmslogger.transport import Transport
+from bmslogger.model import FieldValue, Point, PollResult
 
 from . import DEFAULT_BROADCAST, DEFAULT_REQUEST, WRITES
 from . import protocol as p
@@ -104,14 +102,7 @@ class EmusDriver(Driver):
 
     WRITES = WRITES
 
-    def __init__(
-        self,
-        device: DeviceConfig,
-        transport: Transport,
-        counters: Counters | None = None,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        super().__init__(device, transport, counters, clock)
+    def setup(self) -> None:
         opts = self.options
         self.mode: str = opts.get("mode", "request")
         names = tuple(str(n).strip().upper() for n in opts.get("sentences", ()))
@@ -129,10 +120,8 @@ class EmusDriver(Driver):
         self.invert_current: bool = bool(opts.get("invert_current", False))
         self.line_sync: bool = bool(opts.get("line_sync", True))
         self.password: str = str(opts.get("password", ""))
-        self.conversation = Conversation(
-            transport, self.counters, self.log, timeout_s=device.timeout_s, retries=0,
-        )
-        self.retries = max(0, int(device.retries))
+        self.conversation = self.conversation_for_line(retries=0)
+        self.retries = max(0, int(self.device.retries))
         self._parser = p.SentenceParser()
         self._extra_logged: set[str] = set()
 

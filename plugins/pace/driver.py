@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bmslogger.conversation import Conversation
 from bmslogger.driver import Driver
 from bmslogger.errors import (
     DeviceReportedError,
@@ -34,9 +33,7 @@ from bmslogger.errors import (
     ProtocolError,
     UnexpectedAnswerError,
 )
-from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
-from bmslogger.stats import Counters
-from bmslogger.transport import Transport
+from bmslogger.model import FieldValue, Point, PollResult
 
 from . import protocol as p
 
@@ -62,14 +59,7 @@ def _label(cid2: int, command: int | None = None) -> str:
 class PaceDriver(Driver):
     """Polls every configured pack of a PACE battery; see the module docstring."""
 
-    def __init__(
-        self,
-        device: DeviceConfig,
-        transport: Transport,
-        counters: Counters | None = None,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        super().__init__(device, transport, counters, clock)
+    def setup(self) -> None:
         opts = self.options
         self.address = int(opts.get("address", 1))
         self.packs: tuple[int, ...] = tuple(sorted(set(opts.get("packs", ()))))
@@ -87,10 +77,7 @@ class PaceDriver(Driver):
         self.read_info = bool(opts.get("read_info", False))
         self.info_interval_s = float(opts.get("info_interval", 3600.0))
         self.request_gap_s = float(opts.get("request_gap", 0.05))
-        self.conversation = Conversation(
-            transport, self.counters, self.log,
-            timeout_s=device.timeout_s, retries=device.retries,
-        )
+        self.conversation = self.conversation_for_line()
         self._parser = p.FrameParser()
         self._last_end = 0.0
         # record sizes seen in this poll, for the deadline of the next request

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from bmslogger.conversation import Conversation
 from bmslogger.driver import Driver
 from bmslogger.errors import (
     DeviceReportedError,
@@ -33,9 +32,7 @@ from bmslogger.errors import (
     ProtocolError,
     WriteRefusedError,
 )
-from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
-from bmslogger.stats import Counters
-from bmslogger.transport import Transport
+from bmslogger.model import FieldValue, Point, PollResult
 
 from . import WRITES
 from . import protocol as p
@@ -84,14 +81,7 @@ class RecDriver(Driver):
 
     WRITES = WRITES
 
-    def __init__(
-        self,
-        device: DeviceConfig,
-        transport: Transport,
-        counters: Counters | None = None,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        super().__init__(device, transport, counters, clock)
+    def setup(self) -> None:
         opts = self.options
         self.address: int = int(opts.get("address", 1))
         self.cells: int = int(opts.get("cells", 0))
@@ -106,11 +96,8 @@ class RecDriver(Driver):
         # A busy 1Q may still answer after its 350 ms window, and REC answers do not name
         # the instruction they answer: a late answer must be drained before the next
         # request, or it would pass for that request's answer (`late_window`).
-        self.conversation = Conversation(
-            transport, self.counters, self.log,
-            timeout_s=device.timeout_s, retries=device.retries,
-            late_answer_window_s=float(opts.get("late_window", 0.8)),
-        )
+        self.conversation = self.conversation_for_line(
+            late_answer_window_s=float(opts.get("late_window", 0.8)))
         self._parser = p.FrameParser()
 
     # --- one question -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from modbus_tk.exceptions import ModbusError, ModbusInvalidResponseError
 from modbus_tk.modbus_rtu import RtuMaster
@@ -44,9 +44,7 @@ from bmslogger.errors import (
     ProtocolError,
     TransportError,
 )
-from bmslogger.model import DeviceConfig, FieldValue, Point, PollResult
-from bmslogger.stats import Counters
-from bmslogger.transport import Transport
+from bmslogger.model import FieldValue, Point, PollResult
 
 from . import protocol as p
 from .fields import setting_field
@@ -117,21 +115,15 @@ class _Failure(Exception):
 class TriStarDriver(Driver):
     """Polls a TriStar MPPT; see the module docstring for the reads and the rules."""
 
-    def __init__(
-        self,
-        device: DeviceConfig,
-        transport: Transport,
-        counters: Counters | None = None,
-        clock: Callable[[], int] = time.time_ns,
-    ) -> None:
-        super().__init__(device, transport, counters, clock)
+    def setup(self) -> None:
         opts = self.options
         self.unit: int = int(opts.get("unit", 1))
         self.function: int = int(opts.get("function", 4))
-        self.settings = device.port_settings
+        self.settings = self.device.port_settings
         self.tcp: tuple[str, int] | None = None
         self._rtu: _PortRtuMaster | None = None
-        url = transport.url if transport is not None else device.port
+        transport = self.transport
+        url = transport.url if transport is not None else self.device.port
         if url.startswith("modbus-tcp://"):
             self.tcp = parse_modbus_tcp_url(url)
         elif transport is not None:
