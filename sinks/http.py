@@ -49,6 +49,7 @@ from bmslogger.errors import PointsRejected, SinkError, SinkUnavailable
 from bmslogger.model import Point, SinkConfig, SinkType, rfc3339
 from bmslogger.options import Option
 from bmslogger.sink import Sink
+from bmslogger.tls import TLS_OPTIONS, TlsSettings
 
 SAMPLE_CONFIG = """\
 [sinks.http]
@@ -80,10 +81,7 @@ SINK_TYPE = SinkType(
         Option("retries", "int", 2, help="immediate retries of a failed request", min=0,
                max=10),
         Option("retry_delay", "duration", 0.5, help="first pause between immediate retries"),
-        Option("verify_tls", "bool", True, help="check the server certificate"),
-        Option("ca_cert", "str", "", help="CA bundle for https (default: system store)"),
-        Option("client_cert", "str", "", help="client certificate file (mutual TLS)"),
-        Option("client_key", "str", "", help="client certificate key file"),
+        *TLS_OPTIONS,
     ),
     sink="bmslogger.sinks.http:HttpSink",
     sample_config=SAMPLE_CONFIG,
@@ -175,15 +173,7 @@ class HttpSink(Sink):
             headers["Content-Encoding"] = "gzip"
         headers.setdefault("User-Agent", "bmslogger")
         if self.url.startswith("https://"):
-            o = self.options
-            ctx = ssl.create_default_context(cafile=str(o.get("ca_cert", "")) or None)
-            if o.get("client_cert"):
-                ctx.load_cert_chain(str(o.get("client_cert")),
-                                    str(o.get("client_key", "")) or None)
-            if not o.get("verify_tls", True):
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl = ctx
+            self._ssl = TlsSettings.from_options(self.options).context()
         if self.format == "line":
             try:
                 from influxdb_client import Point as LinePoint

@@ -39,6 +39,7 @@ from bmslogger.errors import PointsRejected, SinkError, SinkUnavailable
 from bmslogger.model import Point, SinkConfig, SinkType
 from bmslogger.options import Option
 from bmslogger.sink import Sink
+from bmslogger.tls import TLS_OPTIONS, TlsSettings
 
 SAMPLE_CONFIG = """\
 [sinks.influxdb]
@@ -88,10 +89,7 @@ SINK_TYPE = SinkType(
                choices=PRECISIONS),
         Option("gzip", "bool", False, help="compress request bodies"),
         Option("timeout", "duration", 10.0, help="connect and read timeout per request"),
-        Option("verify_tls", "bool", True, help="check the server certificate"),
-        Option("ca_cert", "str", "", help="CA bundle for https (default: system store)"),
-        Option("client_cert", "str", "", help="client certificate file (mutual TLS)"),
-        Option("client_key", "str", "", help="client certificate key file"),
+        *TLS_OPTIONS,
     ),
     sink="bmslogger.sinks.influxdb:InfluxSink",
     sample_config=SAMPLE_CONFIG,
@@ -204,15 +202,6 @@ class InfluxSink(Sink):
         else:
             self._open_v1()
 
-    def _tls(self) -> dict[str, Any]:
-        o = self.options
-        return {
-            "verify": bool(o.get("verify_tls", True)),
-            "ca": str(o.get("ca_cert", "")) or None,
-            "cert": str(o.get("client_cert", "")) or None,
-            "key": str(o.get("client_key", "")) or None,
-        }
-
     def _open_v2(self) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
@@ -220,16 +209,16 @@ class InfluxSink(Sink):
         o = self.options
         if not o.get("bucket"):
             raise SinkError("influxdb sink (version 2): set bucket (and org, token)")
-        tls = self._tls()
+        tls = TlsSettings.from_options(o)
         self._client = InfluxDBClient(
             url=self.url,
             token=str(o.get("token", "")) or None,
             org=str(o.get("org", "")) or None,
             timeout=int(self.timeout * 1000),
-            verify_ssl=tls["verify"],
-            ssl_ca_cert=tls["ca"],
-            cert_file=tls["cert"],
-            cert_key_file=tls["key"],
+            verify_ssl=tls.verify,
+            ssl_ca_cert=tls.ca,
+            cert_file=tls.cert,
+            cert_key_file=tls.key,
             enable_gzip=self.gzip,
             retries=False,
         )
@@ -238,19 +227,14 @@ class InfluxSink(Sink):
     def _open_v1(self) -> None:
         import urllib3
 
-        tls = self._tls()
+        tls = TlsSettings.from_options(self.options)
         kwargs: dict[str, Any] = {
             "timeout": urllib3.Timeout(connect=self.timeout, read=self.timeout),
             "retries": False,
             "maxsize": 2,
         }
         if self.url.startswith("https://"):
-            kwargs["cert_reqs"] = "CERT_REQUIRED" if tls["verify"] else "CERT_NONE"
-            if tls["ca"]:
-                kwargs["ca_certs"] = tls["ca"]
-            if tls["cert"]:
-                kwargs["cert_file"] = tls["cert"]
-                kwargs["key_file"] = tls["key"]
+            kwargs["ssl_context"] = tls.context()
         self._http = urllib3.PoolManager(**kwargs)
         if self.options.get("create_database"):
             db = str(self.options.get("database", "bmslogger"))

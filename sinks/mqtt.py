@@ -49,6 +49,7 @@ from bmslogger.errors import SinkError, SinkUnavailable
 from bmslogger.model import FieldSpec, Point, SinkConfig, SinkType
 from bmslogger.options import Option
 from bmslogger.sink import Sink
+from bmslogger.tls import TLS_OPTIONS, TlsSettings
 
 SAMPLE_CONFIG = """\
 [sinks.mqtt]
@@ -80,10 +81,7 @@ SINK_TYPE = SinkType(
         Option("port", "int", 0, help="broker port; 0 = 1883, or 8883 with tls", min=0,
                max=65535),
         Option("tls", "bool", False, help="connect with TLS"),
-        Option("verify_tls", "bool", True, help="check the broker certificate and name"),
-        Option("ca_cert", "str", "", help="CA bundle for TLS (default: system store)"),
-        Option("client_cert", "str", "", help="client certificate file (mutual TLS)"),
-        Option("client_key", "str", "", help="client certificate key file"),
+        *TLS_OPTIONS,
         Option("username", "str", "", help="MQTT user name"),
         Option("password", "str", "", help="MQTT password", secret=True),
         Option("client_id", "str", "", help='client id; "" = bmslogger-<host name>'),
@@ -340,13 +338,7 @@ class MqttSink(Sink):
         elif o.get("username"):
             client.username_pw_set(str(o.get("username")), str(o.get("password", "")) or None)
         if self.tls:
-            ctx = ssl.create_default_context(cafile=str(o.get("ca_cert", "")) or None)
-            if o.get("client_cert"):
-                ctx.load_cert_chain(str(o.get("client_cert")),
-                                    str(o.get("client_key", "")) or None)
-            if not o.get("verify_tls", True):
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+            ctx = TlsSettings.from_options(o).context()
             ctx.sslsocket_class = _ClosingSSLSocket
             client.tls_set_context(ctx)
         if self.preset == "none":

@@ -381,7 +381,8 @@ class HttpRecorder:
         self._server = None
         self._thread = None
 
-    def start(self) -> None:
+    def start(self, tls: tuple[str, str] | None = None) -> None:
+        """Serve; with `tls` (certificate, key) over HTTPS, and `url` says https."""
         import http.server
         import threading
 
@@ -409,6 +410,13 @@ class HttpRecorder:
 
         http.server.ThreadingHTTPServer.allow_reuse_address = True
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -429,3 +437,27 @@ def http_recorder() -> Iterator[HttpRecorder]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[str, str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1, made by openssl:
+    (ca.crt, server.crt, server.key) paths."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed (package openssl)")
+    d = str(tmp_path)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, cwd=d, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=bmslogger test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n"
+                                      "authorityKeyIdentifier=keyid,issuer\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    return f"{d}/ca.crt", f"{d}/server.crt", f"{d}/server.key"

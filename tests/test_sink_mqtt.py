@@ -452,37 +452,13 @@ def test_thingsboard_bodies_stay_below_its_limit():
     assert [e["ts"] for e in entries] == sorted(e["ts"] for e in entries)
 
 
-def _certificates(folder) -> tuple[str, str, str]:
-    """A throw-away CA and a server certificate for 127.0.0.1, made by openssl."""
-    import shutil
-
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not installed")
-    d = str(folder)
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, cwd=d, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "2", "-subj", "/CN=bmslogger test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1")
-    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n"
-                                    "authorityKeyIdentifier=keyid,issuer\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
-    return f"{d}/ca.crt", f"{d}/server.crt", f"{d}/server.key"
-
-
-def test_tls_with_user_and_password(mosquitto_server, tmp_path):
+def test_tls_with_user_and_password(mosquitto_server, tmp_path, tls_files):
     import shutil
 
     passwd = shutil.which("mosquitto_passwd")
     if passwd is None:
         pytest.skip("mosquitto_passwd not installed (package mosquitto)")
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = tls_files
     pwfile = tmp_path / "passwords"
     subprocess.run([passwd, "-c", "-b", str(pwfile), "logger", "pa55"], check=True)
     mosquitto_server.stop()
