@@ -53,14 +53,18 @@ def _add_device_args(p: argparse.ArgumentParser, with_format: bool = True) -> No
 def _add_export_selection(p: argparse.ArgumentParser) -> None:
     """The selection `export` and `plot` share: range, interval, aggregate, devices, fields."""
     _add_config(p)
-    p.add_argument("--source", choices=["csv", "influxdb", "mysql"], default="csv",
+    # --source and --aggregate are checked by bmslogger.export, not by choices=: a wrong
+    # value then ends as the one-line message and exit 2 every export mistake gives
+    p.add_argument("--source", default="csv", metavar="{csv,influxdb,mysql}",
                    help="where to read: the CSV sink's files (default), InfluxDB or MySQL; "
                         "settings not given come from the configuration's sink")
     p.add_argument("--from", dest="start", default="-24h",
                    help="start: now, -24h, 2026-11-22 or 2026-11-22T10:00:00Z (UTC; default -24h)")
     p.add_argument("--to", dest="end", default="now", help="end, exclusive (default now)")
     p.add_argument("--interval", default="1m", help="aggregation interval (default 1m)")
-    p.add_argument("--aggregate", choices=["mean", "min", "max", "last"], default="mean")
+    p.add_argument("--aggregate", default="mean", metavar="{mean,min,max,last}",
+                   help="per interval: mean (booleans: share true), min, max or last "
+                        "(default mean)")
     p.add_argument("--device", action="append", default=[], metavar="NAME",
                    help="a device (repeatable or comma list; default all)")
     p.add_argument("--field", action="append", default=[], metavar="[MEASUREMENT.]FIELD",
@@ -179,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append the tables found to this config file")
     p.add_argument("--no-cache", action="store_true",
                    help="ignore what the last detect found (it is still updated)")
+    p.add_argument("--scan-bus", action="store_true",
+                   help="several units on one RS-485 bus: also ask every other address "
+                        "(Daly board, REC address, TriStar unit; default 1-16) and propose "
+                        "each unit that answers")
+    p.add_argument("--addresses", metavar="LIST",
+                   help="with --scan-bus (implies it): the addresses to ask, e.g. 1-16 "
+                        "or 1,3,5-8")
     p.add_argument("--format", choices=["text", "json"], default="text")
     _add_export_commands(sub)
     p = sub.add_parser("install-service", help="write the systemd unit (Type=notify, "

@@ -387,7 +387,14 @@ def _folders_for(args: argparse.Namespace, registry: Registry) -> tuple[str, str
 def cmd_detect(args: argparse.Namespace) -> int:
     """Probe ports for every device type; print (and optionally append) config tables.
     Exit 0 if something answered, 1 if nothing did."""
-    from bmslogger.detect import append_config, config_blocks, configured_names, detect
+    from bmslogger.detect import (
+        DEFAULT_SCAN,
+        append_config,
+        config_blocks,
+        configured_names,
+        detect_ports,
+        parse_addresses,
+    )
 
     setup_logging(args.log_level or "warning")
     registry = build_registry()
@@ -395,6 +402,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown device plugin(s) {', '.join(unknown)} "
                          f"(installed: {', '.join(sorted(registry.devices))})")
+    scan = None
+    if args.addresses is not None:
+        try:
+            scan = parse_addresses(args.addresses)
+        except ValueError as err:
+            raise UsageError(f"--addresses: {err}") from None
+    elif args.scan_bus:
+        scan = DEFAULT_SCAN
     lock_dir, state_dir = _folders_for(args, registry)
     ports = list(args.ports)
     if not ports:
@@ -405,18 +420,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
             print("no serial ports found (give ports on the command line, e.g. "
                   "socket://host:port)", file=sys.stderr)
             return ExitCode.FAILURE
-    found = detect(ports, registry, lock_dir, state_dir, baudrates=args.baudrate,
-                   plugins=args.plugin or None, use_cache=not args.no_cache)
+    results = detect_ports(ports, registry, lock_dir, state_dir, baudrates=args.baudrate,
+                           plugins=args.plugin or None, use_cache=not args.no_cache,
+                           scan=scan)
+    found = [f for r in results for f in r.found]
     taken = configured_names(args.write_config) if args.write_config else set()
     text = config_blocks(found, taken)
-    answered = {f.port for f in found}
     if args.format == "json":
         print_json({"found": [f.to_json() for f in found],
-                    "silent": [p for p in ports if p not in answered], "config": text})
+                    "silent": [r.port for r in results if not r.found and not r.problem],
+                    "skipped": [{"port": r.port, "problem": r.problem}
+                                for r in results if r.problem],
+                    "config": text})
     else:
-        for port in ports:
-            if port not in answered:
-                print(f"# nothing answered on {port}", file=sys.stderr)
+        for r in results:
+            if r.problem:
+                why = r.problem[len(r.port) + 2:] if r.problem.startswith(f"{r.port}: ") \
+                    else r.problem
+                print(f"# skipped {r.port}: {why}", file=sys.stderr)
+            elif not r.found:
+                print(f"# nothing answered on {r.port}", file=sys.stderr)
         if text:
             print(text, end="")
     if args.write_config and found:
@@ -429,14 +452,23 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bmslogger.export import build_table, write_csv
+    """Exit 2 for a usage mistake (bad --from/--to/--interval/--aggregate, unknown field
+    or device, a source not configured), 1 when the source fails or holds no data."""
+    from bmslogger.export import SelectionError, build_table, write_csv
 
-    table = build_table(args)
+    try:
+        table = build_table(args)
+    except SelectionError as err:
+        raise UsageError(str(err)) from None
     if args.output:
         tmp = args.output + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as out:
-            rows = write_csv(table, out)
-        os.replace(tmp, args.output)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as out:
+                rows = write_csv(table, out)
+            os.replace(tmp, args.output)
+        except OSError as err:
+            raise UsageError(f"-o {args.output}: cannot write: {err.strerror or err}") \
+                from None
         print(f"{args.output}: {rows} rows, {len(table.cells)} columns", file=sys.stderr)
     else:
         write_csv(table, sys.stdout)
@@ -444,12 +476,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from bmslogger.export import build_table
+    """Exit codes as `export`; the picture's options are checked before data is read."""
+    from bmslogger.export import SelectionError, build_table
     from bmslogger.plot import PlotOptions, plot_table
 
-    options = PlotOptions.from_args(args)
-    table = build_table(args)
-    plot_table(table, args.output, options)
+    try:
+        options = PlotOptions.from_args(args)
+        table = build_table(args)
+        try:
+            plot_table(table, args.output, options)
+        except OSError as err:
+            raise UsageError(f"-o {args.output}: cannot write: {err.strerror or err}") \
+                from None
+    except SelectionError as err:
+        raise UsageError(str(err)) from None
     print(f"{args.output}: {len(table.cells)} lines", file=sys.stderr)
     return ExitCode.OK
 

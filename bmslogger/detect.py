@@ -4,11 +4,23 @@ Every port (those given, or every serial port this machine has) is tried with ev
 device type's probe (`bmslogger.hookspecs.Probe`: one harmless read request per protocol
 and baud rate), each under the port's lock, so a running daemon's polls are never mixed
 with probe bytes. The first probe that gets a valid answer wins the port. Ports are
-probed in parallel (they are separate lines); the probes of one port run in turn.
+probed in parallel (they are separate lines); the probes of one port run in turn. A port
+that cannot be used (it will not open, or another program holds its lock past
+`PROBE_LOCK_TIMEOUT_S`) is given up at once with the reason, not tried once per protocol.
+
+Several units on one RS-485 bus (REC BMS 1Q at addresses 1..16, Daly boards, TriStars
+behind one adapter) are found with a bus scan (``--scan-bus``), off by default: most
+installations have one device per adapter, and a scan asks up to 15 more addresses per
+port, each costing a silent unit's full wire-time deadline (0.1-0.35 s). A probe takes
+part when it is marked with `bus_probe` (the config option the address goes in, and
+the addresses a unit can have); the scan then asks that plugin's other addresses at the
+baud rate it answered at, and, when nothing answered at the first addresses, scans each
+such plugin from the start of the range. PACE is deliberately not a bus probe: its master
+answers for every pack of its group.
 
 What was found is kept per port in ``<state_dir>/detect-cache.json``, and the next run
-tries that plugin and baud rate first, so re-detecting a known installation costs one
-request per port instead of one per protocol. Results are printed as ``[[devices.X]]``
+tries that plugin, baud rate and bus address first, so re-detecting a known installation
+costs one request per port instead of one per protocol. Results are printed as ``[[devices.X]]``
 tables naming the port by its stable form (``usb:VID:PID[:SERIAL]`` or the by-id link,
 `bmslogger.ports`), which ``--write-config`` appends to a config file.
 """
@@ -20,12 +32,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from bmslogger.errors import BmsLoggerError
+from bmslogger.errors import BmsLoggerError, TransportError
 from bmslogger.model import DeviceConfig, DeviceType, PortSettings
 from bmslogger.options import resolve_options
 
@@ -34,6 +46,8 @@ log = logging.getLogger(__name__)
 CACHE_FILE = "detect-cache.json"
 #: how long a probe waits for the port lock: a daemon's poll is usually over by then
 PROBE_LOCK_TIMEOUT_S = 5.0
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -122,15 +136,86 @@ def save_cache(path: str, cache: Mapping[str, Any]) -> None:
         log.warning("cannot write the detect cache %s: %s", path, err)
 
 
+# --- units on a shared bus ------------------------------------------------------------------
+
+#: addresses ``--scan-bus`` asks when no ``--addresses`` are given: every address the
+#: REC BMS 1Q and Daly board numbers allow, and the low TriStar unit ids people use
+DEFAULT_SCAN = tuple(range(1, 17))
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """How a probe reaches one unit of several on a shared bus: the config option the
+    address goes in, every address a unit can have, and the one the plain probe asks."""
+
+    option: str
+    addresses: range
+    default: int = 1
+
+
+def bus_probe(option: str, addresses: range, default: int = 1) -> Callable[[F], F]:
+    """Mark a `Probe` that accepts ``address=N`` (ask unit N instead of `default`).
+
+    ``bmslogger detect --scan-bus`` then asks the other `addresses` of a port too, and
+    proposes one device per answering unit with ``option = N``. A probe without the mark
+    is only ever called as ``probe(transport, settings)``, so third-party probes written
+    before this keep working."""
+    def mark(function: F) -> F:
+        function.addressing = Addressing(option, addresses, default)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def addressing(dtype: DeviceType) -> Addressing | None:
+    """The `Addressing` of the type's probe, or None when it talks to one unit per line."""
+    probe = dtype.load_probe()
+    found = getattr(probe, "addressing", None)
+    return found if isinstance(found, Addressing) else None
+
+
+def parse_addresses(text: str) -> tuple[int, ...]:
+    """``"1-16"``, ``"1,3,5-8"`` → the addresses in order, without repeats.
+
+    Raises ValueError with a message naming the bad part."""
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        low, dash, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise ValueError(f"{part!r} is not an address or a range such as 1-16") from None
+        if not 0 <= first <= last <= 255:
+            raise ValueError(f"{part!r}: addresses go from 0 to 255, low to high")
+        out.extend(range(first, last + 1))
+    return tuple(dict.fromkeys(out))
+
+
 # --- probing --------------------------------------------------------------------------------
 
 
-def run_probe(dtype: DeviceType, port: str, settings: PortSettings, lock_dir: str,
-              lock_timeout_s: float = PROBE_LOCK_TIMEOUT_S) -> dict[str, Any] | None:
-    """One probe of `dtype` on `port` at `settings`, under the port lock.
+@dataclass
+class PortResult:
+    """What one port gave: the devices that answered (several on a scanned bus), or why
+    the port was skipped (it could not be opened, or another program held it)."""
 
-    Returns the probe's options or None (nothing answered, the port cannot be opened, or
-    it stayed busy). Never raises for device or line trouble."""
+    port: str
+    stable_port: str
+    found: list[Found] = field(default_factory=list)
+    problem: str = ""
+
+
+def run_probe(dtype: DeviceType, port: str, settings: PortSettings, lock_dir: str,
+              lock_timeout_s: float | None = None,
+              address: int | None = None) -> dict[str, Any] | None:
+    """One probe of `dtype` on `port` at `settings`, under the port lock; with `address`,
+    of the unit at that bus address (the probe must be marked with `bus_probe`).
+
+    Returns the probe's options, or None when nothing of this type answered (device and
+    protocol errors mean just that). Raises `TransportError` when the line itself is the
+    trouble (cannot be opened, another program held its lock too long, it vanished):
+    no other probe would do better there."""
     from bmslogger.locking import PortLock
     from bmslogger.runtime import _process_lock
     from bmslogger.transport import open_transport, port_identity
@@ -138,13 +223,18 @@ def run_probe(dtype: DeviceType, port: str, settings: PortSettings, lock_dir: st
     probe = dtype.load_probe()
     if probe is None:
         return None
+    wait = PROBE_LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
+    extra = {} if address is None else {"address": address}
     try:
         identity = port_identity(port)
-        with _process_lock(identity), PortLock(identity, lock_dir, lock_timeout_s), \
+        with _process_lock(identity), PortLock(identity, lock_dir, wait), \
                 open_transport(port, settings) as line:
-            answer = probe(line, settings)
+            answer = probe(line, settings, **extra)
+    except TransportError:
+        raise
     except BmsLoggerError as err:
-        log.debug("%s: %s probe at %d baud: %s", port, dtype.name, settings.baudrate, err)
+        log.debug("%s: %s probe at %d baud%s: %s", port, dtype.name, settings.baudrate,
+                  f", address {address}" if address is not None else "", err)
         return None
     if answer is None:
         return None
@@ -152,54 +242,147 @@ def run_probe(dtype: DeviceType, port: str, settings: PortSettings, lock_dir: st
 
 
 def _attempts(registry: Any, cached: Mapping[str, Any] | None, baudrates: Sequence[int],
-              plugins: Sequence[str] | None) -> list[tuple[DeviceType, int]]:
-    """(type, baud rate) in the order to try: the cached hit first, then every type at its
-    own default rate, then at each extra rate asked for."""
+              plugins: Sequence[str] | None) -> list[tuple[DeviceType, int, int | None]]:
+    """(type, baud rate, bus address or None for the probe's own) in the order to try: the
+    cached hit first (at its cached address), then every type at its own default rate,
+    then at each extra rate asked for."""
     types = [t for n, t in sorted(registry.devices.items())
              if t.probe and (not plugins or n in plugins)]
-    order: list[tuple[DeviceType, int]] = []
+    order: list[tuple[DeviceType, int, int | None]] = []
     if cached and cached.get("plugin") in registry.devices:
         dtype = registry.devices[cached["plugin"]]
         if dtype in types:
-            order.append((dtype, int(cached.get("baudrate") or dtype.port_defaults.baudrate)))
+            baud = int(cached.get("baudrate") or dtype.port_defaults.baudrate)
+            bus = addressing(dtype)
+            options = cached.get("options") if isinstance(cached.get("options"), dict) else {}
+            address = options.get(bus.option) if bus else None
+            if not (isinstance(address, int) and bus and address in bus.addresses
+                    and address != bus.default):
+                address = None
+            order.append((dtype, baud, address))
     for dtype in types:
         for baud in (dtype.port_defaults.baudrate, *baudrates):
-            if (dtype, baud) not in order:
-                order.append((dtype, baud))
+            if not any(t is dtype and b == baud and a is None for t, b, a in order):
+                order.append((dtype, baud, None))
     return order
+
+
+class _Prober:
+    """The probes of one port, each logged with its duration; builds `Found`s."""
+
+    def __init__(self, port: str, stable: str, lock_dir: str,
+                 lock_timeout_s: float | None) -> None:
+        self.port, self.stable = port, stable
+        self.lock_dir, self.lock_timeout_s = lock_dir, lock_timeout_s
+
+    def __call__(self, dtype: DeviceType, baud: int, address: int | None = None
+                 ) -> Found | None:
+        settings = replace(dtype.port_defaults, baudrate=baud)
+        started = time.monotonic()
+        answer = run_probe(dtype, self.port, settings, self.lock_dir, self.lock_timeout_s,
+                           address)
+        log.debug("%s: %s at %d baud%s: %s (%.3f s)", self.port, dtype.name, baud,
+                  f", address {address}" if address is not None else "",
+                  "answered" if answer is not None else "no answer",
+                  time.monotonic() - started)
+        if answer is None:
+            return None
+        about = str(answer.pop("_about", ""))
+        options = {k: v for k, v in answer.items() if not k.startswith("_")}
+        return Found(port=self.port, stable_port=self.stable, plugin=dtype.name,
+                     baudrate=baud, options=options, about=about,
+                     default_baudrate=dtype.port_defaults.baudrate)
+
+
+def _address_of(found: Found, bus: Addressing) -> int:
+    value = found.options.get(bus.option, bus.default)
+    return value if isinstance(value, int) else bus.default
+
+
+def probe_port(port: str, registry: Any, lock_dir: str,
+               cache: Mapping[str, Any] | None = None, baudrates: Sequence[int] = (),
+               plugins: Sequence[str] | None = None, known: Sequence[Any] | None = None,
+               scan: Sequence[int] | None = None,
+               lock_timeout_s: float | None = None) -> PortResult:
+    """Everything that answers on `port`.
+
+    Without `scan`: the first device type whose probe answers (at its first address)
+    wins the port, one device. With `scan` (bus addresses), a type whose probe is a
+    `bus_probe` is also asked at each of those addresses it allows, at the baud rate it
+    answered at, and every unit that answers is a device; if nothing answered at the first
+    addresses, the bus may start further on, so each such type is scanned at each rate
+    until one answers. A silent address is an absent unit, never an error. A line that
+    cannot be used ends the port's probing, with the reason in `PortResult.problem`."""
+    stable = stable_port(port, known)
+    result = PortResult(port, stable)
+    cached = (cache or {}).get(stable)
+    ask = _Prober(port, stable, lock_dir, lock_timeout_s)
+    asked: dict[tuple[str, int], set[int]] = {}  # addresses already asked, per (type, baud)
+
+    def probe(dtype: DeviceType, baud: int, address: int | None) -> Found | None:
+        bus = addressing(dtype)
+        if bus is not None:
+            asked.setdefault((dtype.name, baud), set()).add(
+                bus.default if address is None else address)
+        return ask(dtype, baud, address)
+
+    try:
+        first: Found | None = None
+        for dtype, baud, address in _attempts(registry, cached, baudrates, plugins):
+            first = probe(dtype, baud, address)
+            if first is not None:
+                break
+        if first is None and scan is not None:
+            for dtype, baud, _ in _attempts(registry, None, baudrates, plugins):
+                bus = addressing(dtype)
+                done = asked.get((dtype.name, baud), set())
+                for n in scan if bus is not None else ():
+                    if n in bus.addresses and n not in done:
+                        first = probe(dtype, baud, n)
+                        if first is not None:
+                            break
+                if first is not None:
+                    break
+        if first is None:
+            return result
+        result.found = [first]
+        dtype = registry.devices[first.plugin]
+        bus = addressing(dtype)
+        if scan is not None and bus is not None:
+            done = asked.get((dtype.name, first.baudrate), set())
+            for n in scan:
+                if n in bus.addresses and n not in done:
+                    unit = probe(dtype, first.baudrate, n)
+                    if unit is not None:
+                        result.found.append(unit)
+            result.found.sort(key=lambda f: _address_of(f, bus))
+    except TransportError as err:
+        result.problem = str(err)
+        log.debug("%s: skipped: %s", port, err)
+    return result
 
 
 def detect_port(port: str, registry: Any, lock_dir: str,
                 cache: Mapping[str, Any] | None = None, baudrates: Sequence[int] = (),
                 plugins: Sequence[str] | None = None,
                 known: Sequence[Any] | None = None) -> Found | None:
-    """The first device type whose probe gets an answer on `port`, or None."""
-    stable = stable_port(port, known)
-    cached = (cache or {}).get(stable)
-    for dtype, baud in _attempts(registry, cached, baudrates, plugins):
-        settings = replace(dtype.port_defaults, baudrate=baud)
-        started = time.monotonic()
-        answer = run_probe(dtype, port, settings, lock_dir)
-        log.debug("%s: %s at %d baud: %s (%.3f s)", port, dtype.name, baud,
-                  "answered" if answer is not None else "no answer",
-                  time.monotonic() - started)
-        if answer is None:
-            continue
-        about = str(answer.pop("_about", ""))
-        options = {k: v for k, v in answer.items() if not k.startswith("_")}
-        return Found(port=port, stable_port=stable, plugin=dtype.name, baudrate=baud,
-                     options=options, about=about,
-                     default_baudrate=dtype.port_defaults.baudrate)
-    return None
+    """The first device type whose probe gets an answer on `port`, or None (also when the
+    port cannot be used; `probe_port` says why)."""
+    found = probe_port(port, registry, lock_dir, cache, baudrates, plugins, known).found
+    return found[0] if found else None
 
 
-def detect(ports: Iterable[str], registry: Any, lock_dir: str, state_dir: str | None = None,
-           baudrates: Sequence[int] = (), plugins: Sequence[str] | None = None,
-           use_cache: bool = True) -> list[Found]:
-    """Probe every port (in parallel); returns what answered, in the order of `ports`.
+def detect_ports(ports: Iterable[str], registry: Any, lock_dir: str,
+                 state_dir: str | None = None, baudrates: Sequence[int] = (),
+                 plugins: Sequence[str] | None = None, use_cache: bool = True,
+                 scan: Sequence[int] | None = None,
+                 lock_timeout_s: float | None = None) -> list[PortResult]:
+    """`probe_port` on every port (in parallel: they are separate lines), in the order of
+    `ports`.
 
     With `state_dir`, the cache there is read first (unless `use_cache` is false) and
-    updated with this run's findings (a port where nothing answered is forgotten)."""
+    updated with this run's findings: a port where nothing answered is forgotten, a
+    skipped port keeps what an earlier run found."""
     ports = list(dict.fromkeys(ports))
     path = cache_path(state_dir) if state_dir else None
     cache = load_cache(path) if path and use_cache else {}
@@ -207,25 +390,36 @@ def detect(ports: Iterable[str], registry: Any, lock_dir: str, state_dir: str | 
         from bmslogger.ports import list_serial_ports
 
         known: Sequence[Any] = list_serial_ports()
-    except Exception:
+    except Exception:  # listing ports is a convenience here, never a failure
         known = []
     if not ports:
         return []
     with ThreadPoolExecutor(max(1, min(8, len(ports))), thread_name_prefix="detect") as pool:
         results = list(pool.map(
-            lambda port: detect_port(port, registry, lock_dir, cache, baudrates, plugins,
-                                     known),
+            lambda port: probe_port(port, registry, lock_dir, cache, baudrates, plugins,
+                                    known, scan, lock_timeout_s),
             ports))
     if path:
         updated = dict(load_cache(path))
-        for port, found in zip(ports, results):
-            key = stable_port(port, known)
-            if found is None:
-                updated.pop(key, None)
+        for result in results:
+            if result.problem:
+                continue
+            if not result.found:
+                updated.pop(result.stable_port, None)
             else:
-                updated[key] = {**found.to_json(), "time": time.time()}
+                updated[result.stable_port] = {**result.found[0].to_json(), "time": time.time()}
         save_cache(path, updated)
-    return [f for f in results if f is not None]
+    return results
+
+
+def detect(ports: Iterable[str], registry: Any, lock_dir: str, state_dir: str | None = None,
+           baudrates: Sequence[int] = (), plugins: Sequence[str] | None = None,
+           use_cache: bool = True, scan: Sequence[int] | None = None,
+           lock_timeout_s: float | None = None) -> list[Found]:
+    """What answered on `ports` (see `detect_ports`), port by port, units by address."""
+    results = detect_ports(ports, registry, lock_dir, state_dir, baudrates, plugins,
+                           use_cache, scan, lock_timeout_s)
+    return [f for r in results for f in r.found]
 
 
 # --- config blocks --------------------------------------------------------------------------

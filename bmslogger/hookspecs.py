@@ -120,6 +120,12 @@ class Probe(Protocol):
         ``_about`` is a one-line description of what answered ("16 cells, 2 sensors").
         Device-level errors (`bmslogger.errors.BmsLoggerError`) may propagate: they mean
         "not found here".
+
+    Several units on one bus: a probe decorated with
+    ``bmslogger.detect.bus_probe(option, addresses)`` also accepts ``address=N`` and asks
+    the unit at that address (answering with ``{option: N, ...}``); ``detect --scan-bus``
+    then calls it for every address of the range and proposes one device per answer.
+    Without the decorator a probe is only ever called as ``probe(transport, settings)``.
     """
 
     def __call__(self, transport: Transport, settings: PortSettings) -> dict[str, Any] | None:

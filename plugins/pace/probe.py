@@ -2,6 +2,11 @@
 
 A read command only, no retries, to ADR 1; the answer must pass the frame's length and
 checksum fields and carry CID1 0x46. See `bmslogger.hookspecs.Probe`.
+
+Not a `bmslogger.detect.bus_probe`: the packs of a parallel group sit at DIP addresses
+1..15, but the master (ADR 1) answers for every pack of its group (its 0x90 count is in
+the proposal, and the driver reads them all through it), so one device covers the group.
+Scanning the other addresses would propose each slave again and log its pack twice.
 """
 
 from __future__ import annotations
