@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from bmslogger.export import ExportError, Table
+from bmslogger.export import SelectionError, Table
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,22 @@ class PlotOptions:
         try:
             w, h = (float(x) for x in str(args.size).lower().split("x"))
         except ValueError:
-            raise ExportError(f"bad --size {args.size!r}: expected WxH in inches, "
-                              "e.g. 12x6") from None
-        if not (1 <= w <= 100 and 1 <= h <= 100) or not 20 <= args.dpi <= 1200:
-            raise ExportError("--size must be 1..100 inches a side and --dpi 20..1200")
+            raise SelectionError(f"--size: expected WxH in inches, e.g. 12x6, not "
+                                 f"{args.size!r}") from None
+        if not (1 <= w <= 100 and 1 <= h <= 100):
+            raise SelectionError(f"--size: expected 1..100 inches a side, not {args.size!r}")
+        if not 20 <= args.dpi <= 1200:
+            raise SelectionError(f"--dpi: expected 20..1200, not {args.dpi}")
         try:
             datetime(2026, 1, 1).strftime(args.date_format or "%Y")
         except ValueError as err:
-            raise ExportError(f"bad --date-format: {err}") from None
+            raise SelectionError(f"--date-format: expected a strftime format such as "
+                                 f"%d.%m %H:%M ({err})") from None
+        if args.style != "default":
+            plt, _ = _matplotlib()
+            if args.style not in plt.style.available:
+                raise SelectionError(f"--style: unknown style {args.style!r} (expected one "
+                                     f"of: {', '.join(sorted(plt.style.available))})")
         return cls(title=args.title or "", xlabel=args.xlabel, ylabel=args.ylabel or "",
                    date_format=args.date_format, style=args.style, tight=args.tight,
                    log=args.log, marker=args.marker, width_in=w, height_in=h, dpi=args.dpi)
@@ -57,7 +65,7 @@ def _matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ExportError("plot needs matplotlib: pip install 'bmslogger[plot]' "
+        raise SelectionError("plot needs matplotlib: pip install 'bmslogger[plot]' "
                           "(or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
@@ -76,7 +84,7 @@ def plot_table(table: Table, path: str, options: PlotOptions) -> None:
     """Draw every column of `table` as a line and save a PNG at `path` (atomically)."""
     plt, mdates = _matplotlib()
     if options.style != "default" and options.style not in plt.style.available:
-        raise ExportError(f"unknown --style {options.style!r} (available: "
+        raise SelectionError(f"--style: unknown style {options.style!r} (expected one of: "
                           f"{', '.join(sorted(plt.style.available))})")
     buckets = list(table.buckets())
     times = [datetime.fromtimestamp(b / 1e9, tz=timezone.utc) for b in buckets]
@@ -84,7 +92,7 @@ def plot_table(table: Table, path: str, options: PlotOptions) -> None:
                if any(not isinstance(table.value(c, b), str) for b in buckets
                       if table.value(c, b) is not None)]
     if not columns:
-        raise ExportError("nothing numeric to plot (text fields such as charge_state "
+        raise SelectionError("--field: nothing numeric to plot (text fields such as charge_state "
                           "have no line)")
     with plt.style.context(options.style):
         fig, ax = plt.subplots(figsize=(options.width_in, options.height_in), dpi=options.dpi)

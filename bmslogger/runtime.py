@@ -155,8 +155,10 @@ class DevicePoller:
             "polls": int(state.polls),
             "polls_failed": int(state.polls_failed),
         }
+        from bmslogger.selfmetrics import counter_field
+
         for kind, count in self.counters.snapshot().items():
-            fields[f"errors_{kind}"] = int(count)
+            fields[counter_field(kind)] = int(count)
         tags = {"device": self.device.name, "plugin": self.device.plugin}
         if task != "poll":
             tags["task"] = task

@@ -457,8 +457,14 @@ def health() -> dict:
                       "$tag_device")], w=24, h=6),
         ts("Error counters", target(
             f'SELECT last(/^errors_/) FROM "bmslogger" WHERE {dev} AND $timeFilter '
-            'GROUP BY time($__interval), "device" fill(null)', "$tag_device $col"), w=24,
-            description="errors_<kind> counters (timeout, checksum, port_busy, ...)."),
+            'GROUP BY time($__interval), "device" fill(null)', "$tag_device $col"), w=16,
+            description="errors_<kind> counters since start (timeout, checksum, port_busy, "
+                        "...)."),
+        ts("Retries and stale bytes", target(
+            select("bmslogger", ["request_retries", "stale_bytes_dropped"], agg="last",
+                   where=dev), "$tag_device $col"), w=8,
+           description="Not failures: requests sent again (the poll may still have "
+                       "succeeded) and bytes found waiting on the line and discarded."),
         row("Sinks"),
         ts("Written points", target(select("bmslogger", ["written"], agg="last", where=sink,
                                            by=("sink",)), "$tag_sink")),

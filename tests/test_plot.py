@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bmslogger.export import ExportError, aggregate, make_selection, parse_time
+from bmslogger.export import SelectionError, aggregate, make_selection, parse_time
 from bmslogger.model import Point, SinkConfig
 from bmslogger.options import resolve_options
 
@@ -113,14 +113,44 @@ def test_figure_has_labels_dates_legend_and_a_gap(csv_dir, tmp_path):
     assert ys[11] == pytest.approx(3.26 + 27.5 / 6000)
 
 
-def test_bad_options_are_clear_errors(csv_dir, tmp_path):
-    base = ["--directory", str(csv_dir), "--from", DAY, "--to", "2026-11-21",
-            "--field", "cell.voltage_v", "-o", str(tmp_path / "x.png"), "--no-progress"]
-    r = plot(*base, "--style", "no-such-style")
-    assert r.returncode == 1 and "unknown --style" in r.stderr and "Traceback" not in r.stderr
-    r = plot(*base, "--size", "big")
-    assert r.returncode == 1 and "bad --size" in r.stderr
+PLOT_MISTAKES = [
+    (("--style", "no-such-style"), "--style: unknown style 'no-such-style' (expected one of:"),
+    (("--size", "big"), "--size: expected WxH in inches, e.g. 12x6, not 'big'"),
+    (("--size", "500x5"), "--size: expected 1..100 inches a side"),
+    (("--dpi", "5"), "--dpi: expected 20..1200, not 5"),
+    (("--aggregate", "median"), "--aggregate: expected one of mean, min, max, last"),
+    (("--from", "soon"), "--from: bad time 'soon'"),
+    (("--interval=-5m",), "--interval: "),
+    (("--field", "cell.volts"), "--field cell.volts: cell has no field 'volts'"),
+    (("--device", "nobody"), "--device nobody: no such device"),
+    (("--source", "mysql"), "--source mysql: "),
+]
+
+
+@pytest.mark.parametrize("extra,message", PLOT_MISTAKES,
+                         ids=[" ".join(a) for a, _ in PLOT_MISTAKES])
+def test_usage_mistakes_exit_2_with_one_line(csv_dir, tmp_path, extra, message):
+    config = tmp_path / "logger.toml"
+    config.write_text('[[devices.daly]]\nname = "bank"\nport = "sim://daly"\n\n'
+                      f'[sinks.csv]\ndirectory = "{csv_dir}"\n', encoding="utf-8")
+    r = plot("-c", str(config), "--from", DAY, "--to", "2026-11-21", "--field",
+             "cell.voltage_v", "-o", str(tmp_path / "x.png"), "--no-progress", *extra)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("bmslogger plot: " + message), lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_unwritable_output_and_unreachable_source(csv_dir, tmp_path):
+    base = ["--from", DAY, "--to", "2026-11-21", "--field", "cell.voltage_v", "--no-progress"]
+    r = plot("--directory", str(csv_dir), *base, "-o", str(tmp_path / "no" / "x.png"))
+    assert r.returncode == 2 and r.stderr.startswith("bmslogger plot: -o "), r.stderr
+    assert "cannot write" in r.stderr and r.stderr.count("\n") == 1
+    r = plot("--source", "influxdb", "--url", "http://127.0.0.1:9", *base,
+             "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 1 and "cannot reach InfluxDB at http://127.0.0.1:9" in r.stderr
+    assert r.stderr.count("\n") == 1
 
 
 def test_only_text_is_refused():
@@ -128,7 +158,7 @@ def test_only_text_is_refused():
 
     sel = make_selection(DAY, "2026-11-20T01:00:00Z", "1h", "last", ["charger.charge_state"])
     table = aggregate([(T0, "charger", (("device", "m"),), "charge_state", "float")], sel)
-    with pytest.raises(ExportError, match="nothing numeric"):
+    with pytest.raises(SelectionError, match="--field: nothing numeric"):
         plot_table(table, "/nonexistent/x.png", PlotOptions())
 
 
