@@ -222,12 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _join_relative_times(argv: Sequence[str]) -> list[str]:
-    """``--from -2h`` as ``--from=-2h``: argparse would take ``-2h`` for an option."""
+    """``--from -2h`` as ``--from=-2h`` (and ``--interval -5m``, which export then refuses
+    in one line): argparse would take ``-2h`` for an option."""
     out: list[str] = []
     items = list(argv)
     i = 0
     while i < len(items):
-        if items[i] in ("--from", "--to") and i + 1 < len(items) \
+        if items[i] in ("--from", "--to", "--interval") and i + 1 < len(items) \
                 and items[i + 1].startswith("-"):
             out.append(f"{items[i]}={items[i + 1]}")
             i += 2

@@ -260,15 +260,20 @@ def find_config(path: str | None = None) -> ConfigSource:
     return ConfigSource(EMBEDDED_NAME, "embedded default", None)
 
 
-def load_config(path: str | None, registry: Registry) -> LoggerConfig:
+def load_config(
+    path: str | None, registry: Registry, *, need_devices: bool = True
+) -> LoggerConfig:
     """Find (see `find_config`), read and validate the configuration; ConfigError with
-    every issue if anything is wrong."""
+    every issue if anything is wrong. `need_devices=False` accepts a file without devices
+    (for `export`, which only reads a sink's settings)."""
     source = find_config(path)
-    return parse_config(source.read_text(), source.file, registry, base_dir=source.base_dir)
+    return parse_config(source.read_text(), source.file, registry, base_dir=source.base_dir,
+                        need_devices=need_devices)
 
 
 def parse_config(
-    text: str, file: str, registry: Registry, *, base_dir: str | None = None
+    text: str, file: str, registry: Registry, *, base_dir: str | None = None,
+    need_devices: bool = True,
 ) -> LoggerConfig:
     """Validate TOML `text` against the core schema and the registry's plugin declarations.
 
@@ -282,7 +287,7 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _one_issue(file, "", _toml_error(err)) from None
-    return _Checker(file, base_dir, registry).run(data)
+    return _Checker(file, base_dir, registry, need_devices).run(data)
 
 
 def _toml_error(err: Exception) -> str:
@@ -341,8 +346,11 @@ class _Device:
 class _Checker:
     """Walks the parsed TOML once, collecting issues instead of stopping at the first."""
 
-    def __init__(self, file: str, base_dir: str, registry: Registry) -> None:
+    def __init__(
+        self, file: str, base_dir: str, registry: Registry, need_devices: bool = True
+    ) -> None:
         self.file = file
+        self.need_devices = need_devices
         self.base_dir = base_dir
         self.registry = registry
         self.issues: list[ConfigIssue] = []
@@ -597,13 +605,13 @@ class _Checker:
             dev = self.device(dtype, path, table, settings)
             if dev is not None:
                 found.append(dev)
-        if not entries and shape_ok:
+        if not entries and shape_ok and self.need_devices:
             types = ", ".join(sorted(self.registry.devices)) or "none"
             example = next(iter(sorted(self.registry.devices)), "<type>")
             self.issue("devices", "no devices configured; add a table such as "
                        f'[[devices.{example}]] with name = "bms" and port = "/dev/ttyUSB0" '
                        f"(installed device types: {types})")
-        elif found and not any(d.config.enabled for d in found):
+        elif found and self.need_devices and not any(d.config.enabled for d in found):
             self.issue("devices", "every device has enabled = false; nothing would be polled")
         self.check_names("device")
         self.check_buses(found)
@@ -790,7 +798,7 @@ class _Checker:
             sink = self.sink(stype, path, table)
             if sink is not None:
                 found.append((sink, path))
-        if not entries and shape_ok:
+        if not entries and shape_ok and self.need_devices:
             types = ", ".join(sorted(self.registry.sinks)) or "none"
             example = "csv" if "csv" in self.registry.sinks else next(
                 iter(sorted(self.registry.sinks)), "<type>")

@@ -744,7 +744,8 @@ def load_export_config(args: Any) -> Any:
     from bmslogger.manager import build_registry
 
     try:
-        return load_config(getattr(args, "config", None), build_registry())
+        return load_config(getattr(args, "config", None), build_registry(),
+                           need_devices=False)
     except BmsLoggerError:
         if getattr(args, "config", None):
             raise

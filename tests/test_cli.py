@@ -324,3 +324,7 @@ def test_relative_times_may_follow_from_and_to_as_separate_words() -> None:
         "export", "--from=-2h", "--to=-1h", "--field", "x"]
     out = run("export", "--from", "-2h", "--field", "soc_pct", "--directory", "/nonexistent")
     assert "expected one argument" not in out.stderr
+    # a negative interval is a mistake, said in one line like every export mistake
+    out = run("export", "--interval", "-5m", "--field", "soc_pct", "--directory", "/tmp")
+    assert out.returncode == 2 and "expected one argument" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "--interval" in out.stderr

@@ -479,3 +479,22 @@ def test_mysql_source_usage_and_runtime_failures(mysql_loaded, mariadb_server):
     r = export("--source", "mysql", "-c", str(mysql_config(folder, closed_port, "db")), *sel)
     assert r.returncode == 1, r.stderr
     assert r.stderr.count("\n") == 1 and "cannot reach MySQL at 127.0.0.1:" in r.stderr
+
+
+@pytest.mark.servers
+def test_a_config_with_only_the_sink_is_enough_for_export(mysql_loaded, mariadb_server):
+    """A desktop that only analyses the data has no devices to configure."""
+    path = mysql_loaded["folder"] / "sinks-only.toml"
+    path.write_text(f'[sinks.mysql]\nhost = "127.0.0.1"\nport = {mariadb_server.port}\n'
+                    f'user = "root"\ndatabase = "{mysql_loaded["db"]}"\n', encoding="utf-8")
+    r = export("--source", "mysql", "-c", str(path), *M_SELECTION, "--interval", "30m",
+               "--aggregate", "last")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected_csv(mysql_loaded["points"], "last", 1800)
+    # `run` still insists on a device: with nothing to poll it would log nothing
+    from bmslogger.config import load_config
+    from bmslogger.errors import ConfigError
+    from bmslogger.manager import build_registry
+
+    with pytest.raises(ConfigError, match="no devices configured"):
+        load_config(str(path), build_registry())
