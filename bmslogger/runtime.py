@@ -80,6 +80,10 @@ class DevicePoller:
         self.state = DeviceState()
         self.log = named_logger(__name__, device.name)
         self._driver_class: Any = None
+        from bmslogger.quality import PlausibilityCheck
+
+        #: implausible values removed, inconsistent packs counted (see bmslogger.quality)
+        self.quality = PlausibilityCheck(self.log)
 
     def _driver_factory(self) -> Any:
         if self._driver_class is None:
@@ -116,6 +120,10 @@ class DevicePoller:
             self.counters.count("internal")
             self.log.exception("bug while polling (please report): %s", err)
             result.errors.append(f"internal error: {err}")
+        if result.points:
+            result.points, problems = self.quality.apply(result.points)
+            for kind, n in problems.items():
+                self.counters.count(kind, n)
         duration = time.monotonic() - started
         self._account(result, duration, lock_wait, task)
         return result

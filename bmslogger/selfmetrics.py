@@ -116,6 +116,9 @@ ERROR_KINDS: dict[str, str] = {
     "timeout": "the device stayed silent past every retry's deadline",
     "error": "another bmslogger error during the poll",
     "internal": "a bug in a driver (logged with its traceback)",
+    "implausible": "a value outside physical limits, removed before writing "
+                   "(bmslogger.quality)",
+    "inconsistent": "a pack whose cells do not add up to its voltage (bmslogger.quality)",
 }
 
 #: every field with a fixed name
