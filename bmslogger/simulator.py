@@ -9,15 +9,23 @@ Faults that every protocol shares live here, so each simulator gets them for fre
 plugin only says how to corrupt its checksum and what a "wrong answer" looks like, and
 may add its own (Daly's echo while asleep). Faults are chosen with the common options
 ``fault=checksum,noise`` and ``fault_rate=0.05``.
+
+Two more things are here because several simulators would otherwise each write them:
+`Simulator.setup`, the hook where a plugin reads its options (so no plugin repeats the
+constructor), and `SineLoad`, the slow charge/discharge cycle the battery simulators drift
+with.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from bmslogger.errors import ProtocolError
 from bmslogger.model import PortSettings
 from bmslogger.options import Option, Options
 
@@ -57,7 +65,8 @@ class Simulator:
     that talk without being asked, `broadcast`).
 
     `OPTIONS` are the plugin's own settings (cell count, board number, ...). `options`
-    passed in hold both those and `COMMON_OPTIONS`, validated.
+    passed in hold both those and `COMMON_OPTIONS`, validated. A plugin reads them in
+    `setup`, not in an `__init__` of its own.
     """
 
     OPTIONS: tuple[Option, ...] = ()
@@ -84,6 +93,19 @@ class Simulator:
         if options.get("turnaround", -1.0) >= 0:
             settings = replace(settings, turnaround_s=float(options["turnaround"]))
         self.port_settings = settings
+        #: requests or frames refused in silence, by reason (a parser error's ``kind``, or
+        #: the plugin's own: a foreign address, an unknown name, ...); tests read it
+        self.ignored: Counter[str] = Counter()
+        self.setup()
+
+    def setup(self) -> None:
+        """Read the plugin's options into attributes and build the device's state.
+
+        Called at the end of `__init__`, when ``options``, ``clock``, ``random`` (seeded
+        for values), ``fault_random``, ``faults``, ``port_settings`` and ``ignored`` are
+        set, so a plugin overrides this instead of repeating the constructor's signature.
+        Draw from ``self.random`` in a fixed order: the same seed must give the same
+        device."""
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:
@@ -108,6 +130,26 @@ class Simulator:
         from the previous exchange."""
         previous = getattr(self, "_previous_answer", b"")
         return previous or data
+
+    # --- helpers for subclasses -------------------------------------------------------
+
+    def answer_each(self, events: Iterable[object],
+                    request: Callable[[object], Transmission | None]) -> list[Transmission]:
+        """The answers `request` gives to each parsed request in `events`, in order.
+
+        For a `receive` built on an incremental parser: a `ProtocolError` the parser
+        yields (bad checksum, garbage) is counted in `ignored` by its ``kind`` and gets
+        silence, as a device that drops a damaged frame; `request` returning None is
+        silence too."""
+        out: list[Transmission] = []
+        for event in events:
+            if isinstance(event, ProtocolError):
+                self.ignored[event.kind] += 1
+                continue
+            tx = request(event)
+            if tx is not None:
+                out.append(tx)
+        return out
 
     # --- fault machinery (core) ---------------------------------------------------------
 
@@ -144,3 +186,53 @@ class Simulator:
         if fault == "late":
             return [replace(tx, delay_s=tx.delay_s + 2.0)]
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+
+
+class SineLoad:
+    """The slow charge/discharge cycle a simulated battery drifts with: a current of
+    ``peak * sin(2π (t - t0) / period_s)``, sampled whenever the device is asked.
+
+    Daly, EMUS, REC and PACE all model their pack this way, so the timing lives here
+    once: when the cycle started, when it was last sampled, and the sine. What the
+    current does to the pack (charge in mAh, coulombs, a 0..1 SOC, per-pack shares) is
+    each plugin's own, because the units and the state differ. It is a helper object and
+    not more base-class state because not every simulator drifts like this (TriStar
+    follows a solar day; line tests use bare simulators), and because PACE scales one
+    wave per pack: built with ``peak=1.0`` it hands out the bare wave.
+    """
+
+    def __init__(self, clock: Callable[[], float], peak: float, period_s: float) -> None:
+        self.clock = clock
+        #: amplitude, in whatever unit the plugin keeps its current in
+        self.peak = peak
+        #: seconds per charge/discharge cycle; at least 1 s
+        self.period_s = max(1.0, float(period_s))
+        self.t0 = clock()
+        self.last = self.t0
+
+    @staticmethod
+    def options(current: float, current_max: float, per: str = "") -> tuple[Option, ...]:
+        """The options of this model, for a plugin's `OPTIONS`: ``drift`` (false freezes
+        the device), ``current`` (the peak, A, default `current`; `per` names what it is
+        per, e.g. "pack") and ``period``. Declared here so every battery simulator
+        spells them alike; the plugin still scales ``current`` to its own unit."""
+        each = f" per {per}" if per else ""
+        return (
+            Option("drift", "bool", True, "values change over time; false = frozen state"),
+            Option("current", "float", current, f"peak of the slow charge/discharge "
+                   f"current{each}, A", min=0.0, max=current_max),
+            Option("period", "duration", 600.0, "period of the charge/discharge cycle"),
+        )
+
+    def step(self, drift: bool = True) -> tuple[float, float] | None:
+        """``(current, dt)``: the current now and the seconds since the previous step.
+
+        None when nothing should move: `drift` is off (a frozen device) or the clock has
+        not advanced. The step is taken either way, so when drift is switched back on,
+        time frozen meanwhile is not charged to the pack in one jump."""
+        now = self.clock()
+        dt = now - self.last
+        self.last = now
+        if not drift or dt <= 0:
+            return None
+        return self.peak * math.sin(2 * math.pi * (now - self.t0) / self.period_s), dt

@@ -4,6 +4,7 @@ and the Transport over them. Real pseudo-terminals, real sockets, real clocks.""
 from __future__ import annotations
 
 import os
+import random
 import sys
 import threading
 import time
@@ -13,7 +14,14 @@ import pytest
 import serial
 
 import bmslogger
-from bmslogger.errors import ConfigError, PluginError, PortUnavailableError, TransportError
+from bmslogger.errors import (
+    ChecksumError,
+    ConfigError,
+    FramingError,
+    PluginError,
+    PortUnavailableError,
+    TransportError,
+)
 from bmslogger.manager import build_registry, get_plugin_manager
 from bmslogger.model import DeviceType, PortSettings
 from bmslogger.options import Option, resolve_options
@@ -29,7 +37,7 @@ from bmslogger.simline import (
     serve_pty,
     serve_tcp,
 )
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.simulator import Simulator, SineLoad, Transmission
 from bmslogger.transport import Transport, open_transport
 
 BAUD = 9600
@@ -44,13 +52,12 @@ class PingSim(Simulator):
     OPTIONS = (Option("broadcast", "float", 0.0, "seconds between TICKs; 0 = none", min=0),)
     PORT_DEFAULTS = SETTINGS
 
-    def __init__(self, options, **kw):
-        super().__init__(options, **kw)
+    def setup(self):
         self.buffer = b""
         self.requests: list[bytes] = []
         self.ticks = 0
-        if options["broadcast"]:
-            self.broadcast_interval_s = options["broadcast"]
+        if self.options["broadcast"]:
+            self.broadcast_interval_s = self.options["broadcast"]
 
     def receive(self, data):
         self.buffer += data
@@ -358,6 +365,65 @@ def test_broadcasts_arrive_on_the_period_in_process():
     assert times[0] >= 0.2 + wire(7)
     for a, b in zip(times, times[1:]):
         assert 0.15 <= b - a <= 0.35
+
+
+# --- what the core gives every simulator: setup(), answer_each(), SineLoad --------------------
+
+
+def test_setup_runs_after_the_core_has_set_everything_it_may_read():
+    seen = {}
+
+    class Probe(Simulator):
+        PORT_DEFAULTS = SETTINGS
+
+        def setup(self):
+            seen.update(seed=self.options["seed"], rate=self.fault_rate, faults=self.faults,
+                        baud=self.port_settings.baudrate, ignored=dict(self.ignored),
+                        first=self.random.random())
+
+    Probe(resolve_options(Probe.all_options(), {"seed": 5, "fault": ["noise"],
+                                                "fault_rate": 0.5, "baudrate": 2400}))
+    assert seen == {"seed": 5, "rate": 0.5, "faults": ("noise",), "baud": 2400,
+                    "ignored": {}, "first": random.Random(5).random()}
+    assert PingSim.__init__ is Simulator.__init__  # plugins add setup(), not a constructor
+    assert make_sim(broadcast="2").broadcast_interval_s == 2.0
+
+
+def test_answer_each_answers_in_order_and_counts_parser_errors_by_kind():
+    sim = make_sim(EchoSim)
+    events = [b"a", ChecksumError("bad"), b"skip", FramingError("junk"), ChecksumError("x"),
+              b"b"]
+    out = sim.answer_each(events, lambda e: None if e == b"skip" else Transmission(e * 2))
+    assert [tx.data for tx in out] == [b"aa", b"bb"]
+    assert sim.ignored == {"checksum": 2, "framing": 1}
+
+
+def test_sine_load_is_the_peak_times_the_sine_of_the_cycle_phase():
+    clock = FakeClock()
+    load = SineLoad(clock, peak=50.0, period_s=40.0)
+    assert load.step() is None  # no time has passed
+    clock.now += 10.0  # a quarter period: the peak
+    assert load.step() == (50.0, 10.0)
+    clock.now += 20.0  # three quarters: the negative peak, dt since the previous step
+    current, dt = load.step()
+    assert current == pytest.approx(-50.0) and dt == 20.0
+    clock.now += 5.0
+    assert load.step(drift=False) is None  # frozen, but the step is taken ...
+    clock.now += 5.0
+    current, dt = load.step()
+    assert dt == 5.0 and current == pytest.approx(0.0, abs=1e-9)  # ... so dt is 5 s, not 10
+    assert SineLoad(clock, 1.0, 0.2).period_s == 1.0  # a period under 1 s is 1 s
+
+
+def test_sine_load_options_are_declared_alike_for_every_battery():
+    drift, current, period = SineLoad.options(current=20.0, current_max=300.0, per="pack")
+    assert (drift.name, drift.default) == ("drift", True)
+    assert (current.name, current.default, current.max) == ("current", 20.0, 300.0)
+    assert "per pack" in current.help
+    assert (period.name, period.default) == ("period", 600.0)
+    opts = resolve_options((drift, current, period), {"period": "2m", "current": "7.5"},
+                           from_text=True)
+    assert opts["period"] == 120.0 and opts["current"] == 7.5 and opts["drift"] is True
 
 
 def test_a_bug_in_the_simulator_is_not_a_transport_error():

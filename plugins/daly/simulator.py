@@ -18,15 +18,11 @@ in `writes_received`, so tests can assert a driver sent none.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bmslogger.errors import ProtocolError
-from bmslogger.options import Option, Options
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.options import Option
+from bmslogger.simulator import Simulator, SineLoad, Transmission
 
 from . import PORT_DEFAULTS
 from . import protocol as p
@@ -49,12 +45,9 @@ OPTIONS: tuple[Option, ...] = (
            "discharging (most units), inverted = the opposite", choices=("normal", "inverted")),
     Option("sleep", "choice", "none", "asleep from the start: silent, or echoing requests",
            choices=("none", "silent", "echo")),
-    Option("drift", "bool", True, "values change over time; false = frozen state"),
     Option("soc", "float", 60.0, "initial state of charge, %", min=0.0, max=100.0),
     Option("capacity", "float", 100.0, "capacity, Ah", min=1.0, max=4000.0),
-    Option("current", "float", 10.0, "peak of the slow charge/discharge current, A",
-           min=0.0, max=500.0),
-    Option("period", "duration", 600.0, "period of the charge/discharge cycle"),
+    *SineLoad.options(current=10.0, current_max=500.0),
     Option("cycles", "int", 17, "charge cycles reported", min=0, max=65535),
     Option("alarm_bits", "int", 0, "0x98 bytes 0-6 as one number, byte 0 lowest", min=0,
            max=(1 << 56) - 1),
@@ -151,13 +144,15 @@ class _Session:
 
 
 class DalySimulator(Simulator):
-    """A Daly smart BMS. `state` is public and may be changed by tests at any time."""
+    """A Daly smart BMS. `state` is public and may be changed by tests at any time.
+    `ignored` counts frames refused in silence: bad checksum, foreign address (or asleep),
+    unknown ID."""
 
     OPTIONS = OPTIONS
     PORT_DEFAULTS = PORT_DEFAULTS
 
-    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, clock)
+    def setup(self) -> None:
+        options = self.options
         rnd = self.random
         cells = int(options.get("cells", 16))
         sensors = int(options.get("sensors", 2))
@@ -170,8 +165,6 @@ class DalySimulator(Simulator):
         self.sleep_mode: str = options.get("sleep", "none")
         self.drift: bool = bool(options.get("drift", True))
         self.refuse_mos_on_alarm = bool(options.get("refuse_mos_on_alarm", False))
-        self.peak_da = round(float(options.get("current", 10.0)) * 10)
-        self.period_s = max(1.0, float(options.get("period", 600.0)))
         filler = int(options.get("filler", -1))
         self.session = _Session(filler if filler >= 0 else rnd.randrange(1, 256))
         capacity = round(float(options.get("capacity", 100.0)) * 1000)
@@ -194,8 +187,9 @@ class DalySimulator(Simulator):
             ),
         )
         self._parser = p.FrameParser()
-        self._t0 = clock()
-        self._last = self._t0
+        #: current in 0.1 A, like `DalyState.current_da`
+        self.load = SineLoad(self.clock, round(float(options.get("current", 10.0)) * 10),
+                             float(options.get("period", 600.0)))
         self._shape(0.0)
         #: every write command received: (data ID, eight data bytes)
         self.writes_received: list[tuple[int, bytes]] = []
@@ -203,20 +197,16 @@ class DalySimulator(Simulator):
         self.requests_received: Counter[int] = Counter()
         #: the data IDs of the last requests it listened to, in order
         self.request_log: deque[int] = deque(maxlen=1000)
-        #: frames refused in silence: bad checksum, foreign address, unknown ID
-        self.ignored: Counter[str] = Counter()
 
     # --- values that drift ------------------------------------------------------------
 
     def _advance(self) -> None:
-        now = self.clock()
-        dt = now - self._last
-        self._last = now
-        if not self.drift or dt <= 0:
+        step = self.load.step(self.drift)
+        if step is None:
             return
+        current, dt = step
         s = self.state
-        phase = 2 * math.pi * (now - self._t0) / self.period_s
-        s.current_da = round(self.peak_da * math.sin(phase))
+        s.current_da = round(current)
         s.remaining_mah = max(0, min(s.capacity_mah, round(
             s.remaining_mah + s.current_da / 10 * dt / 3.6
         )))
@@ -242,15 +232,7 @@ class DalySimulator(Simulator):
     # --- the line -----------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Transmission]:
-        out: list[Transmission] = []
-        for event in self._parser.events(data):
-            if isinstance(event, ProtocolError):
-                self.ignored[event.kind] += 1
-                continue
-            tx = self._request(event)
-            if tx is not None:
-                out.append(tx)
-        return out
+        return self.answer_each(self._parser.events(data), self._request)
 
     def _request(self, frame: p.Frame) -> Transmission | None:
         if frame.address not in self.hosts:

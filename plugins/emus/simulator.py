@@ -18,16 +18,13 @@ silence. Writes (SC1, RC1, PW1, LG1,c, SS1,c, RS1, FD1) are applied, recorded in
 
 from __future__ import annotations
 
-import math
-import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bmslogger.errors import ProtocolError
-from bmslogger.options import Option, Options
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.options import Option
+from bmslogger.simulator import Simulator, SineLoad, Transmission
 
 from . import PORT_DEFAULTS
 from . import protocol as p
@@ -43,12 +40,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("extra_fields", "int", 0, "append this many fields to every one-line sentence, "
            "as newer firmware may", min=0, max=8),
     Option("no_cell_comm", "bool", False, "lost the cells: cell sentences have empty fields"),
-    Option("drift", "bool", True, "values change over time; false = frozen state"),
     Option("soc", "float", 60.0, "initial state of charge, %", min=0.0, max=100.0),
     Option("capacity", "float", 100.0, "capacity, Ah", min=1.0, max=10000.0),
-    Option("current", "float", 20.0, "peak of the slow charge/discharge current, A",
-           min=0.0, max=3000.0),
-    Option("period", "duration", 600.0, "period of the charge/discharge cycle"),
+    *SineLoad.options(current=20.0, current_max=3000.0),
     Option("protection_flags", "int", 0, "ST1 field 6 bits", min=0, max=0xFFFF),
     Option("reduction_flags", "int", 0, "ST1 field 7 bits", min=0, max=0xFF),
     Option("password", "str", "emus", "password PW1 accepts"),
@@ -138,13 +132,14 @@ class EmusState:
 
 
 class EmusSimulator(Simulator):
-    """An EMUS G1 Control Unit. `state` is public and may be changed by tests at any time."""
+    """An EMUS G1 Control Unit. `state` is public and may be changed by tests at any time.
+    `ignored` counts requests refused in silence: bad CRC, unknown names, odd arguments."""
 
     OPTIONS = OPTIONS
     PORT_DEFAULTS = PORT_DEFAULTS
 
-    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, clock)
+    def setup(self) -> None:
+        options = self.options
         rnd = self.random
         cells = int(options.get("cells", 16))
         sensors = int(options.get("cell_sensors", 4))
@@ -155,8 +150,6 @@ class EmusSimulator(Simulator):
         self.shuffle = bool(options.get("shuffle", True))
         self.extra_fields = int(options.get("extra_fields", 0))
         self.drift = bool(options.get("drift", True))
-        self.peak_da = round(float(options.get("current", 20.0)) * 10)
-        self.period_s = max(1.0, float(options.get("period", 600.0)))
         self.password: str = options.get("password", "emus")
         capacity = round(float(options.get("capacity", 100.0)) * 3600)
         self._cell_offsets = [rnd.randint(-2, 2) for _ in range(cells)]
@@ -184,8 +177,9 @@ class EmusSimulator(Simulator):
                         for sid in p.STATISTICS},
         )
         self._parser = p.SentenceParser()
-        self._t0 = clock()
-        self._last = self._t0
+        #: current in 0.1 A, like `EmusState.current_da`
+        self.load = SineLoad(self.clock, round(float(options.get("current", 20.0)) * 10),
+                             float(options.get("period", 600.0)))
         self._shape(0.0)
         #: every write received: (name, fields)
         self.writes_received: list[tuple[str, tuple[str, ...]]] = []
@@ -193,20 +187,16 @@ class EmusSimulator(Simulator):
         self.requests_received: Counter[str] = Counter()
         #: names of the last requests, in order of arrival
         self.request_log: deque[str] = deque(maxlen=1000)
-        #: requests refused in silence: bad CRC, unknown names, odd arguments
-        self.ignored: Counter[str] = Counter()
 
     # --- values that drift ------------------------------------------------------------
 
     def _advance(self) -> None:
-        now = self.clock()
-        dt = now - self._last
-        self._last = now
-        if not self.drift or dt <= 0:
+        step = self.load.step(self.drift)
+        if step is None:
             return
+        current, dt = step
         s = self.state
-        phase = 2 * math.pi * (now - self._t0) / self.period_s
-        s.current_da = round(self.peak_da * math.sin(phase))
+        s.current_da = round(current)
         s.charge_c = max(0, min(s.capacity_c, round(s.charge_c + s.current_da / 10 * dt)))
         s.clock += timedelta(seconds=dt)
         s.uptime_s += round(dt)
@@ -240,19 +230,17 @@ class EmusSimulator(Simulator):
     # --- the line -----------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Transmission]:
-        out: list[Transmission] = []
-        for event in self._parser.events(data):
-            if isinstance(event, ProtocolError):
-                self.ignored[event.kind] += 1
-                continue
-            answer = self._request(event)
-            if answer is None:
-                continue
-            latency = self.port_settings.turnaround_s * self.random.uniform(0.5, 1.0)
-            out.append(Transmission(answer, delay_s=latency))
+        out = self.answer_each(self._parser.events(data), self._transmit)
         if self.shuffle and len(out) > 1:
             self.random.shuffle(out)
         return out
+
+    def _transmit(self, sentence: p.Sentence) -> Transmission | None:
+        answer = self._request(sentence)
+        if answer is None:
+            return None
+        latency = self.port_settings.turnaround_s * self.random.uniform(0.5, 1.0)
+        return Transmission(answer, delay_s=latency)
 
     def _request(self, sentence: p.Sentence) -> bytes | None:
         name, args = sentence.name, sentence.fields

@@ -17,15 +17,12 @@ damaged request, RTN 04 for a command it does not know.
 
 from __future__ import annotations
 
-import math
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bmslogger.errors import ChecksumError, ProtocolError
-from bmslogger.options import Option, Options
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.options import Option
+from bmslogger.simulator import Simulator, SineLoad, Transmission
 
 from . import PORT_DEFAULTS
 from . import protocol as p
@@ -64,12 +61,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("echo", "bool", False, "a bridge that sends every request back before the answer"),
     Option("bus", "choice", "rs232", "rs232: answer any ADR; rs485: only its own address",
            choices=("rs232", "rs485")),
-    Option("drift", "bool", True, "values change over time; false = frozen state"),
     Option("soc", "float", 60.0, "initial state of charge, %", min=0.0, max=100.0),
     Option("capacity", "float", 100.0, "design capacity per pack, Ah", min=1.0, max=600.0),
-    Option("current", "float", 20.0, "peak of the slow charge/discharge current per pack, A",
-           min=0.0, max=300.0),
-    Option("period", "duration", 600.0, "period of the charge/discharge cycle"),
+    *SineLoad.options(current=20.0, current_max=300.0, per="pack"),
     Option("cycles", "int", 42, "cycle count of pack 1 (others count a few more)",
            min=0, max=65535),
     Option("protect1", "int", 0, "protect state 1 of every pack", min=0, max=255),
@@ -138,13 +132,15 @@ class PaceState:
 
 
 class PaceSimulator(Simulator):
-    """A PACE master with its slaves. `state` is public; tests may change it at any time."""
+    """A PACE master with its slaves. `state` is public; tests may change it at any time.
+    `ignored` counts requests it ignored or refused, by kind (damaged frames get RTN 02/03
+    and are counted too)."""
 
     OPTIONS = OPTIONS
     PORT_DEFAULTS = PORT_DEFAULTS
 
-    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, clock)
+    def setup(self) -> None:
+        options = self.options
         rnd = self.random
         self.address = int(options.get("address", 1))
         self.variant: str = options.get("variant", "classic")
@@ -161,8 +157,8 @@ class PaceSimulator(Simulator):
         self.echo = bool(options.get("echo", False))
         self.rs485 = options.get("bus", "rs232") == "rs485"
         self.drift = bool(options.get("drift", True))
+        #: peak current per pack, A, before each pack's share
         self.peak = float(options.get("current", 20.0))
-        self.period_s = max(1.0, float(options.get("period", 600.0)))
         cells = int(options.get("cells", 16))
         sensors = int(options.get("sensors", 6))
         design = round(float(options.get("capacity", 100.0)) * 100)
@@ -188,15 +184,13 @@ class PaceSimulator(Simulator):
         self._temp_offsets = [[rnd.randint(-8, 8) for _ in range(sensors)] for _ in packs]
         self._share = [rnd.uniform(0.9, 1.1) for _ in packs]
         self._parser = p.FrameParser()
-        self._t0 = clock()
-        self._last = self._t0
+        #: the bare wave (-1..1); each pack scales it by `peak` and its share
+        self.load = SineLoad(self.clock, 1.0, float(options.get("period", 600.0)))
         self._shape(0.0)
         #: every request it answered or refused, by CID2
         self.requests_received: Counter[int] = Counter()
         #: (CID2, COMMAND or None) of each request, in order
         self.request_log: list[tuple[int, int | None]] = []
-        #: requests it ignored or refused: kind -> count
-        self.ignored: Counter[str] = Counter()
         #: write commands received (this logger never sends any)
         self.writes_received: list[tuple[int, bytes]] = []
         self._alternate: tuple[bytes, bytes] = (b"", b"")
@@ -210,14 +204,12 @@ class PaceSimulator(Simulator):
         return packs if self.address == 1 else packs[:1]
 
     def _advance(self) -> None:
-        now = self.clock()
-        dt = now - self._last
-        self._last = now
-        if not self.drift or dt <= 0:
+        step = self.load.step(self.drift)
+        if step is None:
             return
-        phase = 2 * math.pi * (now - self._t0) / self.period_s
+        wave, dt = step
         for i, pack in enumerate(self.state.packs):
-            amps = self.peak * self._share[i] * math.sin(phase)
+            amps = self.peak * self._share[i] * wave
             pack.current_raw = round(amps * 100)
             pack.remaining = max(0, min(pack.full, round(
                 pack.remaining + amps * 100 * dt / 3600)))

@@ -21,18 +21,15 @@ bad CRC or a frame to another address.
 
 from __future__ import annotations
 
-import math
 import random
 import struct
-import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bmslogger.errors import ProtocolError
 from bmslogger.model import PortSettings
-from bmslogger.options import Option, Options
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.options import Option
+from bmslogger.simulator import Simulator, SineLoad, Transmission
 
 from . import PORT_DEFAULTS
 from . import protocol as p
@@ -58,12 +55,9 @@ OPTIONS: tuple[Option, ...] = (
            "frame", min=0.0, max=1.0),
     Option("unknown", "choice", "silent", "answer to an unknown instruction: silent or ERROR1",
            choices=("silent", "error")),
-    Option("drift", "bool", True, "values change over time; false = frozen state"),
     Option("soc", "float", 0.78, "initial state of charge, 0..1", min=0.0, max=1.0),
     Option("capacity", "float", 450.0, "pack capacity (CAPA), Ah", min=1.0, max=5000.0),
-    Option("current", "float", 5.0, "peak of the slow charge/discharge current, A",
-           min=0.0, max=500.0),
-    Option("period", "duration", 600.0, "period of the charge/discharge cycle"),
+    *SineLoad.options(current=5.0, current_max=500.0),
     Option("cycles", "int", 103, "full cycles reported (CYCL)", min=0, max=8000),
     Option("error_code", "int", 0, "ERRO error number; 0 = no error", min=0, max=255),
     Option("error_location", "int", 0, "ERRO cell or sensor number", min=0, max=255),
@@ -147,13 +141,14 @@ def _with_aa_55(value: float, flip: bool) -> float:
 
 
 class RecSimulator(Simulator):
-    """A REC BMS 1Q. `state` is public and may be changed by tests at any time."""
+    """A REC BMS 1Q. `state` is public and may be changed by tests at any time. `ignored`
+    counts frames refused in silence, by reason (bad CRC, foreign address, ...)."""
 
     OPTIONS = OPTIONS
     PORT_DEFAULTS = SIM_PORT_DEFAULTS
 
-    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, clock)
+    def setup(self) -> None:
+        options = self.options
         rnd = self.random
         cells = int(options.get("cells", 14))
         sensors = int(options.get("sensors", 2))
@@ -165,8 +160,6 @@ class RecSimulator(Simulator):
         self.unknown_mode: str = options.get("unknown", "silent")
         self.drift = bool(options.get("drift", True))
         self.aa_values = bool(options.get("aa_values", False))
-        self.peak_a = float(options.get("current", 5.0))
-        self.period_s = max(1.0, float(options.get("period", 600.0)))
         self.busy_random = random.Random((options.get("seed", 0) or 0) + 2)
         settings: dict[str, float | int] = {
             i.name: (int(i.default) if i.shape == INT else float(i.default))
@@ -189,8 +182,9 @@ class RecSimulator(Simulator):
             ptem_padding=[p.f32(3.3 + 0.01 * i) for i in range(max(0, slots - sensors))],
         )
         self._parser = p.FrameParser()
-        self._t0 = clock()
-        self._last = self._t0
+        #: current in A, like `RecState.current_a`
+        self.load = SineLoad(self.clock, float(options.get("current", 5.0)),
+                             float(options.get("period", 600.0)))
         self._shape()
         #: every set request heard: (instruction, value text as sent)
         self.writes_received: list[tuple[str, str]] = []
@@ -198,20 +192,17 @@ class RecSimulator(Simulator):
         self.requests_received: Counter[str] = Counter()
         #: the instructions of the last requests it listened to, in order
         self.request_log: deque[str] = deque(maxlen=1000)
-        #: frames refused in silence, by reason; busy moments, by what happened
-        self.ignored: Counter[str] = Counter()
+        #: busy moments, by what happened
         self.busy_events: Counter[str] = Counter()
 
     # --- values that drift ------------------------------------------------------------------
 
     def _advance(self) -> None:
-        now = self.clock()
-        dt = now - self._last
-        self._last = now
-        if not self.drift or dt <= 0:
+        step = self.load.step(self.drift)
+        if step is None:
             return
         s = self.state
-        s.current_a = self.peak_a * math.sin(2 * math.pi * (now - self._t0) / self.period_s)
+        s.current_a, dt = step
         capacity = float(s.settings.get("CAPA", 450.0))
         s.soc = max(0.0, min(1.0, s.soc + s.current_a * dt / 3600 / capacity))
         self._shape()
@@ -234,15 +225,7 @@ class RecSimulator(Simulator):
     # --- the line ---------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Transmission]:
-        out: list[Transmission] = []
-        for event in self._parser.events(data):
-            if isinstance(event, ProtocolError):
-                self.ignored[event.kind] += 1
-                continue
-            tx = self._request(event)
-            if tx is not None:
-                out.append(tx)
-        return out
+        return self.answer_each(self._parser.events(data), self._request)
 
     def _request(self, frame: p.Frame) -> Transmission | None:
         s = self.state

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import math
 import struct
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -837,13 +835,14 @@ RTU_IDLE_RESET_S = 0.05
 class TriStarSimulator(Simulator):
     """One or several TriStar MPPT units on one line. `state` is the first unit's state;
     `units` maps each unit id to its `TriStarUnit` (state, EEPROM words, coils, the
-    requests and writes it received)."""
+    requests and writes it received). `ignored` counts requests refused in silence, by
+    reason (a parser error's kind, ``framing``, ``empty``, ``unit``)."""
 
     OPTIONS = OPTIONS
     PORT_DEFAULTS = PORT_DEFAULTS
 
-    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(options, clock)
+    def setup(self) -> None:
+        options = self.options
         ids = tuple(dict.fromkeys(options.get("units", (1,)) or (1,)))
         self.units: dict[int, TriStarUnit] = {
             uid: TriStarUnit(uid, options, scale=1.0 - 0.05 * n) for n, uid in enumerate(ids)
@@ -853,10 +852,8 @@ class TriStarSimulator(Simulator):
         self.drift = bool(options.get("drift", True))
         self.speed = float(options.get("speed", 1.0))
         self.tod = _parse_start(str(options.get("start", "now")))
-        #: requests refused in silence, by reason
-        self.ignored: Counter[str] = Counter()
         self._framing = "rtu"
-        self._last = clock()
+        self._last = self.clock()
         self._warm_up()
 
     @property
@@ -903,7 +900,6 @@ class TriStarSimulator(Simulator):
     # --- the line ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Transmission]:
-        out: list[Transmission] = []
         now = self.clock()
         if self.framer.buf and self._framing == "rtu" and \
                 now - getattr(self, "_last_rx", now) > RTU_IDLE_RESET_S:
@@ -912,14 +908,7 @@ class TriStarSimulator(Simulator):
             self.framer.close()
             self.ignored["framing"] += 1
         self._last_rx = now
-        for event in self.framer.events(data):
-            if isinstance(event, ProtocolError):
-                self.ignored[event.kind] += 1
-                continue
-            tx = self._request(event)
-            if tx is not None:
-                out.append(tx)
-        return out
+        return self.answer_each(self.framer.events(data), self._request)
 
     def _request(self, request: Request) -> Transmission | None:
         self._framing = request.framing
