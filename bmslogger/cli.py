@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="with --tcp: address to listen on")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="simulator option (cells=16, fault=checksum, fault_rate=0.05, ...)")
+    p.add_argument("--bus", metavar="LIST",
+                   help="several units on one line at these addresses (1,3,7 or 1-4): "
+                        "Daly boards, REC addresses, TriStar units; try detect --scan-bus")
     # --- running unattended: detect, doctor, install-service, watch ---
     p = sub.add_parser("detect", help="probe serial ports for every known device and print "
                                       "the config tables to paste")

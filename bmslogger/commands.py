@@ -337,14 +337,23 @@ def cmd_list_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bmslogger.simline import build_simulator, serve_pty, serve_tcp
+    from bmslogger.simline import build_bus, build_simulator, serve_pty, serve_tcp
 
     setup_logging(args.log_level or "warning")
     try:
         raw = parse_key_values(args.option)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    simulator = build_simulator(args.plugin, raw)
+    if args.bus:
+        from bmslogger.detect import parse_addresses
+
+        try:
+            addresses = parse_addresses(args.bus)
+        except ValueError as err:
+            raise UsageError(f"--bus: {err}") from None
+        simulator = build_bus(args.plugin, raw, addresses)
+    else:
+        simulator = build_simulator(args.plugin, raw)
     server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
         else serve_pty(simulator)
     stop = threading.Event()
@@ -355,7 +364,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                  if args.tcp is not None else server.path)
         settings = simulator.port_settings
         print(where, flush=True)
-        print(f"{args.plugin} simulator on {where} ({settings.baudrate} baud); "
+        units = f" units {args.bus}" if args.bus else ""
+        print(f"{args.plugin} simulator{units} on {where} ({settings.baudrate} baud); "
               "Ctrl-C stops it", file=sys.stderr, flush=True)
         stop.wait()
     return ExitCode.OK

@@ -38,7 +38,7 @@ import threading
 import time
 import tty
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 from urllib.parse import parse_qsl, urlsplit
@@ -52,7 +52,7 @@ from bmslogger.errors import (
 )
 from bmslogger.model import PortSettings
 from bmslogger.options import OptionProblems, resolve_options
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.simulator import SimulatedBus, Simulator, Transmission
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,36 @@ def build_simulator(plugin: str, raw_options: Mapping[str, str], registry: Any =
         raise ConfigError([ConfigIssue("", "", str(err))]) from err
 
 
+def build_bus(
+    plugin: str, raw_options: Mapping[str, str], addresses: Sequence[int], registry: Any = None
+) -> Simulator:
+    """Units of `plugin` at `addresses` on one line, each with the other options given and
+    its own seed (seed + address), so their values differ.
+
+    A simulator that serves several unit ids by itself (a ``units`` option, as TriStar's
+    Modbus slave) gets them directly; otherwise one simulator per address, set through the
+    plugin's ``address_option``, on a `SimulatedBus`. Raises ConfigError for a plugin
+    without bus addresses."""
+    registry = registry if registry is not None else _registry()
+    dtype = registry.devices.get(plugin)
+    if dtype is None:
+        return build_simulator(plugin, raw_options, registry)  # its error names the plugin
+    names = {o.name for o in dtype.load_simulator().all_options()}
+    listed = ",".join(str(a) for a in addresses)
+    if "units" in names:
+        return build_simulator(plugin, {**raw_options, "units": listed}, registry)
+    option = dtype.address_option
+    if not option or option not in names:
+        raise ConfigError([ConfigIssue("", "bus", f"{plugin} has no bus address to simulate "
+                                                  "several units with")])
+    seed = int(raw_options.get("seed", 0) or 0)
+    return SimulatedBus([
+        build_simulator(plugin, {**raw_options, option: str(a), "seed": str(seed + a)},
+                        registry)
+        for a in addresses
+    ])
+
+
 def open_sim_port(url: str, settings: PortSettings | None = None, registry: Any = None) -> SimPort:
     """Open ``sim://PLUGIN?key=value&...`` in-process.
 
@@ -435,7 +465,7 @@ def open_sim_port(url: str, settings: PortSettings | None = None, registry: Any 
         line = _sim_lines.get(key)
         if line is None:
             try:
-                simulator = build_simulator(plugin, raw, registry)
+                simulator = _build_for_url(plugin, raw, registry)
             except PluginError as err:
                 raise PortUnavailableError(f"{url}: {err}") from err
             except ConfigError as err:
@@ -445,6 +475,21 @@ def open_sim_port(url: str, settings: PortSettings | None = None, registry: Any 
             line = SimLine(simulator, name=url)
             _sim_lines[key] = line
     return line.open(settings)
+
+
+def _build_for_url(plugin: str, raw: Mapping[str, str], registry: Any) -> Simulator:
+    """``bus=1,3,7`` in a sim:// URL builds a `SimulatedBus`; the rest are the units'
+    options."""
+    if "bus" not in raw:
+        return build_simulator(plugin, raw, registry)
+    from bmslogger.detect import parse_addresses
+
+    rest = {k: v for k, v in raw.items() if k != "bus"}
+    try:
+        addresses = parse_addresses(raw["bus"])
+    except ValueError as err:
+        raise ConfigError([ConfigIssue("", "bus", str(err))]) from None
+    return build_bus(plugin, rest, addresses, registry)
 
 
 def forget_sim_ports() -> None:

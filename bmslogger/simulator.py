@@ -22,12 +22,12 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from bmslogger.errors import ProtocolError
 from bmslogger.model import PortSettings
-from bmslogger.options import Option, Options
+from bmslogger.options import Option, Options, resolve_options
 
 #: Faults every simulator supports. Each applies to one answer (`fault_rate` decides which).
 FAULTS = {
@@ -236,3 +236,28 @@ class SineLoad:
         if not drift or dt <= 0:
             return None
         return self.peak * math.sin(2 * math.pi * (now - self.t0) / self.period_s), dt
+
+
+class SimulatedBus(Simulator):
+    """Several simulated units of one plugin on one RS-485 pair.
+
+    Every unit hears every request and only the one addressed answers, as on a real bus;
+    each unit keeps its own faults. Built by `bmslogger.simline.build_bus` for
+    ``bmslogger simulate PLUGIN --bus 1,3,7`` and ``sim://PLUGIN?bus=1,3,7``, so
+    ``detect --scan-bus`` and several devices on one port can be tried without hardware.
+    """
+
+    def __init__(self, units: Sequence[Simulator]) -> None:
+        if not units:
+            raise ValueError("a bus needs at least one unit")
+        self.units = list(units)
+        # the bus itself injects no faults: the units do, each as configured
+        super().__init__(resolve_options(Simulator.all_options(), {}), units[0].clock)
+        self.port_settings = units[0].port_settings
+        self.broadcast_interval_s = units[0].broadcast_interval_s
+
+    def receive(self, data: bytes) -> list[Transmission]:
+        return [tx for unit in self.units for tx in unit.handle(data)]
+
+    def broadcast(self) -> list[Transmission]:
+        return [tx for unit in self.units for tx in unit.broadcast()]

@@ -36,8 +36,7 @@ from bmslogger.detect import (
 )
 from bmslogger.manager import build_registry
 from bmslogger.plugins.rec import protocol as rec_protocol
-from bmslogger.simline import PtyServer, build_simulator, serve_pty
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.simline import PtyServer, build_bus, build_simulator, serve_pty
 from bmslogger.transport import port_identity
 
 PLUGINS = ("daly", "emus", "rec", "pace", "tristar")
@@ -333,26 +332,10 @@ def test_cli_detect_no_listed_ports(listing, cli, tmp_path: Path, monkeypatch) -
 # --- several units on one bus -------------------------------------------------------------
 
 
-class Bus(Simulator):
-    """Several simulated units of one plugin on one RS-485 pair: every unit hears every
-    request, and only the one it is addressed to answers, as on the real bus."""
-
-    def __init__(self, units: Sequence[Simulator]) -> None:
-        super().__init__(units[0].options)
-        self.units = list(units)
-        self.port_settings = units[0].port_settings
-
-    def handle(self, data: bytes) -> list[Transmission]:
-        return [tx for unit in self.units for tx in unit.handle(data)]
-
-
 def serve_bus(plugin: str, option: str, addresses: Sequence[int], link: str) -> PtyServer:
-    """`plugin` units at `addresses` (each with its own seed, so their values differ)."""
-    if plugin == "tristar":  # its simulator serves several unit ids by itself
-        units = ",".join(str(a) for a in addresses)
-        return serve_pty(build_simulator("tristar", {"units": units}), link=link)
-    sims = [build_simulator(plugin, {option: str(a), "seed": str(a)}) for a in addresses]
-    return serve_pty(Bus(sims), link=link)
+    """`plugin` units at `addresses` on one pty (each with its own seed, so their values
+    differ), as `bmslogger simulate PLUGIN --bus` serves them."""
+    return serve_pty(build_bus(plugin, {"seed": "0"}, addresses), link=link)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from bmslogger.plugins.rec.fields import FIELDS, SETTING_FIELDS
 from bmslogger.plugins.rec.instructions import ERROR_NAMES, SETTABLE
 from bmslogger.plugins.rec.simulator import RecSimulator
 from bmslogger.simline import serve_pty
-from bmslogger.simulator import Simulator, Transmission
+from bmslogger.simulator import SimulatedBus, Simulator
 from bmslogger.transport import open_transport
 
 SETTINGS = DEVICE.port_defaults
@@ -43,19 +43,6 @@ class DataCorruptingSim(RecSimulator):
 class NoRintSim(RecSimulator):
     def _answer(self, name: str, text: str) -> bytes | None:
         return None if name == "RINT" else super()._answer(name, text)
-
-
-class Bus(Simulator):
-    """Two REC units on one RS-485 bus: each hears every request, only one answers."""
-
-    PORT_DEFAULTS = RecSimulator.PORT_DEFAULTS
-
-    def __init__(self, *units: RecSimulator) -> None:
-        super().__init__(resolve_options(Simulator.all_options(), {}))
-        self.units = units
-
-    def receive(self, data: bytes) -> list[Transmission]:
-        return [tx for unit in self.units for tx in unit.handle(data)]
 
 
 def make_sim(cls: type[RecSimulator] = RecSimulator, **options: Any) -> RecSimulator:
@@ -239,7 +226,7 @@ def test_aa_and_55_bytes_inside_the_data():
 
 def test_several_units_on_one_bus_by_address():
     one, six = make_sim(address=1, cells=8), make_sim(address=6, cells=12)
-    bus = Bus(one, six)
+    bus = SimulatedBus([one, six])
     with serve_pty(bus) as server, open_transport(server.path, SETTINGS) as line:
         results = {a: RecDriver(device(address=a), line).poll() for a in (1, 6)}
     for address, sim in ((1, one), (6, six)):

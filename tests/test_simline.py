@@ -624,3 +624,68 @@ def test_run_forever_returns_when_stopped_and_closes():
     run_forever(server, stop, poll_s=0.05)
     assert time.monotonic() - started >= 0.2
     assert not server.alive
+
+
+# --- several units on one simulated line ---------------------------------------------------
+
+
+def test_sim_url_bus_serves_several_configured_units_on_one_line(tmp_path):
+    """Two REC devices at addresses 1 and 3 behind ``sim://rec?bus=1,3``: one simulated
+    line, each device answered by its own unit, with its own values."""
+    from bmslogger.config import parse_config
+    from bmslogger.runtime import LoggerService
+    from bmslogger.simline import forget_sim_ports
+
+    forget_sim_ports()
+    registry = build_registry()
+    port = "sim://rec?bus=1,3&cells=4"
+    config = parse_config(
+        f'[logger]\nstate_dir = "{tmp_path}/s"\nspool_dir = "{tmp_path}/sp"\n'
+        f'lock_dir = "{tmp_path}/l"\n'
+        f'[[devices.rec]]\nname = "a"\nport = "{port}"\naddress = 1\n'
+        f'[[devices.rec]]\nname = "c"\nport = "{port}"\naddress = 3\n'
+        f'[sinks.csv]\ndirectory = "{tmp_path}/csv"\n', str(tmp_path / "l.toml"), registry)
+    service = LoggerService(config, registry)
+    results = {p.device.name: p.run() for p in service.pollers}
+    forget_sim_ports()
+    volts = {}
+    for name, result in results.items():
+        assert result.complete, (name, result.errors)
+        (pack,) = [p for p in result.points if p.measurement == "battery"]
+        volts[name] = pack.fields["voltage_v"]
+    assert volts["a"] != volts["c"]  # two units, two seeds
+
+
+def test_bus_options_refused_with_their_reason():
+    from bmslogger.simline import build_bus
+
+    with pytest.raises(ConfigError, match="emus has no bus address"):
+        build_bus("emus", {}, [1, 2])
+    with pytest.raises(PortUnavailableError, match="bus"):
+        open_sim_port("sim://rec?bus=1-x")
+
+
+def test_simulate_bus_and_detect_scan_bus_find_every_unit(tmp_path):
+    """What a user without hardware types to try a bus scan."""
+    import json
+    import subprocess
+
+    sim = subprocess.Popen([sys.executable, "-m", "bmslogger", "simulate", "daly", "--bus",
+                            "1,2", "-o", "cells=4"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        path = sim.stdout.readline().strip()
+        assert path.startswith("/dev/")
+        out = subprocess.run(
+            [sys.executable, "-m", "bmslogger", "detect", path, "--plugin", "daly",
+             "--addresses", "1-3", "--no-cache", "--format", "json"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "BMSLOGGER_CONFIG": str(tmp_path / "none.toml")})
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=10)
+    assert out.returncode == 0, out.stderr
+
+    config = json.loads(out.stdout)["config"]
+    assert config.count("[[devices.daly]]") == 2, config
+    assert "board = 1" in config and "board = 2" in config and "board = 3" not in config
