@@ -101,8 +101,10 @@ _PREFIXED = ("=", "+", "-", "@", "\t", "\r", TEXT_PREFIX)
 _FIRST_TAGS = ("device", "plugin")
 _UNSAFE_PATH = re.compile(r"[^A-Za-z0-9_.-]")
 _NEEDS_QUOTES = re.compile(r'[",\r\n]|^\s|\s$')
-#: Open append handles kept at once; older ones are closed and reopened on demand.
-MAX_OPEN_FILES = 16
+#: Open append handles kept between batches (one per measurement and day: five devices
+#: write some 40); older ones are closed and reopened on demand. A batch may touch more:
+#: they are only closed after it has been synced.
+MAX_OPEN_FILES = 64
 
 
 def escape_text(text: str) -> str:
@@ -244,6 +246,7 @@ class CsvSink(Sink):
             self._roll_back(touched)
             raise
         self.rows_written += len(points)
+        self._close_least_used()
 
     def flush(self) -> None:
         if self.fsync_mode == "never":
@@ -288,10 +291,14 @@ class CsvSink(Sink):
             return state
         state = self._load(path)
         self._files[path] = state
+        return state
+
+    def _close_least_used(self) -> None:
+        """Close the handles used longest ago beyond MAX_OPEN_FILES. Called between
+        batches only: a file closed inside one would miss the batch's fsync."""
         while len(self._files) > MAX_OPEN_FILES:
             _, old = self._files.popitem(last=False)
             old.close()
-        return state
 
     def _load(self, path: str) -> _CsvFile:
         """Read an existing file's header back and cut a partial last record; or create

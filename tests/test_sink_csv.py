@@ -393,3 +393,26 @@ def test_through_the_pipeline(tmp_path):
     assert pipeline.close(5) is True
     rows = read_rows(battery_file(tmp_path))
     assert [r[3] for r in rows[1:]] == ["0.0", "1.0", "2.0", "3.0", "4.0"]
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch", "never"])
+def test_a_batch_touching_more_files_than_stay_open_is_written_and_synced(
+        tmp_path, monkeypatch, fsync):
+    """Found by bench/soak.py: five devices write some 40 measurement files a day; a
+    batch touching more files than MAX_OPEN_FILES closed some in the middle of the batch,
+    before their fsync, and then failed on them."""
+    monkeypatch.setattr(csvfile, "MAX_OPEN_FILES", 4)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(csvfile.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    sink = make_sink(tmp_path, fsync=fsync)
+    t = ns("2024-03-01T12:00:00")
+    for round_ in range(3):
+        sink.write([Point(f"m{i}", TAGS, {"v": float(round_)}, t + round_) for i in range(10)])
+    for i in range(10):
+        rows = read_rows(tmp_path / "data" / f"m{i}" / f"m{i}-2024-03-01.csv")
+        assert [r[-1] for r in rows[1:]] == ["0.0", "1.0", "2.0"]
+    assert len(sink._files) == 4  # closed between batches, not during one
+    if fsync != "never":
+        assert len(synced) >= 30
+    sink.close()
