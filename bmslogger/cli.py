@@ -213,8 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--raw", metavar="DEVICE",
                    help="poll this configured device once and print every byte in hex")
+    p.add_argument("--save", metavar="FILE",
+                   help="with --raw: also write the session as a capture file for "
+                        "bmslogger replay (secrets masked)")
+    p.add_argument("--polls", type=int, default=1, metavar="N",
+                   help="with --raw: poll N times in a row (default 1)")
     p.add_argument("--no-poll", action="store_true", help="check ports only, poll nothing")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p = sub.add_parser("replay", help="serve a capture file (doctor --raw --save) on a new "
+                                      "pseudo-terminal (or TCP port): the recorded device, "
+                                      "answering as it did")
+    p.add_argument("file", metavar="FILE", help="capture file written by doctor --save")
+    p.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT instead")
+    p.add_argument("--host", default="127.0.0.1", help="with --tcp: address to listen on")
+    p.add_argument("--timing", action="store_true",
+                   help="answer after the recorded delays, not the line's turnaround")
     p = sub.add_parser("watch", help="live view of every device's values, from the running "
                                      "daemon's status file")
     _add_config(p)

@@ -536,7 +536,8 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Ports, access, lock holders, configured devices; exit 1 if anything needs fixing."""
-    from bmslogger.doctor import HexLog, check_device, check_ports, raw_poll
+    from bmslogger.capture import Recorder, write_capture
+    from bmslogger.doctor import HexLog, check_device, check_ports, raw_polls
     from bmslogger.runtime import DevicePoller
 
     setup_logging(args.log_level or "error")
@@ -549,17 +550,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             names = ", ".join(d.name for d in config.devices) or "none"
             raise UsageError(f"no device {args.raw!r} in {config.file} (devices: {names})") \
                 from None
+        if args.polls < 1:
+            raise UsageError("--polls must be at least 1")
         hexlog = HexLog()
+        recorder = Recorder() if args.save else None
+        results = []
         try:
-            result = raw_poll(device, registry.device(device.plugin), lock_dir, hexlog)
+            results = raw_polls(device, registry.device(device.plugin), lock_dir, hexlog,
+                                args.polls, recorder)
         finally:
             for line in hexlog.lines():
                 print(line)
-        for error in result.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(f"{device.name}: {result.answered} of {result.requests} request(s) answered, "
-              f"{len(result.points)} point(s)", file=sys.stderr)
-        return ExitCode.OK if result.complete else ExitCode.FAILURE
+            if recorder is not None and recorder.records:
+                # even a failed session is worth a bug report
+                write_capture(args.save, device, recorder)
+                print(f"capture written to {args.save}", file=sys.stderr)
+            elif recorder is not None:
+                # modbus-tcp:// drivers own their connection: no bytes pass the tap
+                print(f"no bytes seen on the line; {args.save} not written", file=sys.stderr)
+        for n, result in enumerate(results, start=1):
+            for error in result.errors:
+                print(f"error: {error}", file=sys.stderr)
+            which = f" poll {n}" if len(results) > 1 else ""
+            print(f"{device.name}{which}: {result.answered} of {result.requests} request(s) "
+                  f"answered, {len(result.points)} point(s)", file=sys.stderr)
+        return ExitCode.OK if all(r.complete for r in results) else ExitCode.FAILURE
+    if args.save or args.polls != 1:
+        raise UsageError("--save and --polls go with --raw DEVICE")
     ports = check_ports(lock_dir)
     devices = []
     if not args.no_poll:
@@ -601,6 +618,44 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for error in d.get("errors", [])[:5]:
             print(f"    {error}")
     return ExitCode.FAILURE if bad else ExitCode.OK
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Serve a capture file's device until Ctrl-C; print the pty path (or URL) first."""
+    from bmslogger.capture import CaptureError, ReplaySimulator, load_capture
+    from bmslogger.simline import serve_pty, serve_tcp
+
+    setup_logging(args.log_level or "warning")
+    try:
+        capture = load_capture(args.file)
+    except CaptureError as err:
+        raise UsageError(str(err)) from None
+    simulator = ReplaySimulator(capture, timing=args.timing)
+    try:
+        server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
+            else serve_pty(simulator)
+    except OSError as err:  # the TCP port is taken, or no pty is left
+        raise BmsLoggerError(f"cannot serve the capture: {err.strerror or err}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        where = (f"socket://{server.address[0]}:{server.address[1]}"
+                 if args.tcp is not None else server.path)
+        print(where, flush=True)
+        header = capture.header
+        print(f"replaying {header.get('plugin') or 'a device'} capture {args.file} "
+              f"({len(simulator.answers)} distinct request(s), "
+              f"{simulator.port_settings.baudrate} baud) on {where}; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        stop.wait()
+    print(f"{simulator.answered} answer(s) sent, "
+          f"{simulator.ignored['unknown request']} unknown request(s) left unanswered",
+          file=sys.stderr)
+    return ExitCode.OK
 
 
 # --- running unattended: watch ------------------------------------------------------------------

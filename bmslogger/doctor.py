@@ -6,7 +6,9 @@ moved after a re-plug, and a device that stays silent (wiring, baud rate, addres
 doctor checks each: every serial port with its by-id name, USB id, owner group and whether
 this user may open it, who holds its lock, and whether every configured device answers.
 ``--raw DEVICE`` polls one device once and prints every byte sent and received in hex with
-time stamps, for comparing with the protocol document or a vendor tool's capture.
+time stamps, for comparing with the protocol document or a vendor tool's capture; with
+``--save FILE`` the same session is written as a capture file (`bmslogger.capture`) that
+``bmslogger replay`` serves again, for bug reports and tests without the device.
 """
 
 from __future__ import annotations
@@ -166,8 +168,9 @@ class HexLog:
         return [f"+{t:8.3f} {d:<3} {bytes(b).hex(' ')}" for t, d, b in self.entries]
 
 
-def raw_poll(device: Any, dtype: Any, lock_dir: str, log: HexLog) -> Any:
-    """One poll of `device` with every byte on the line reported to `log`."""
+def raw_poll(device: Any, dtype: Any, lock_dir: str, log: Callable[[str, bytes], None]) -> Any:
+    """One poll of `device` with every byte on the line reported to `log` (a `HexLog`,
+    or anything called the same way)."""
     from bmslogger.locking import PortLock
     from bmslogger.runtime import _process_lock
     from bmslogger.transport import Transport, open_transport, port_identity
@@ -180,3 +183,25 @@ def raw_poll(device: Any, dtype: Any, lock_dir: str, log: HexLog) -> Any:
                            TapPort(port, log) if port is not None else None)
         driver = dtype.load_driver()(device, tapped)
         return driver.poll()
+
+
+def raw_polls(device: Any, dtype: Any, lock_dir: str, log: HexLog, polls: int = 1,
+              recorder: Any = None) -> list[Any]:
+    """`polls` polls of `device` back to back, every byte reported to `log` and, for
+    ``--save``, to `recorder` (a `bmslogger.capture.Recorder`, told where each poll ends).
+
+    Several polls show how values move and which answers repeat, which a replay needs
+    to look like the device; the port is opened and locked per poll, as the logger does.
+    """
+    def emit(direction: str, data: bytes) -> None:
+        log(direction, data)
+        if recorder is not None:
+            recorder(direction, data)
+
+    results = []
+    for _ in range(max(1, polls)):
+        result = raw_poll(device, dtype, lock_dir, emit)
+        if recorder is not None:
+            recorder.poll_done(result)
+        results.append(result)
+    return results
