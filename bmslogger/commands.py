@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -337,7 +338,7 @@ def cmd_list_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bmslogger.simline import build_bus, build_simulator, serve_pty, serve_tcp
+    from bmslogger.simline import build_bus, build_simulator
 
     setup_logging(args.log_level or "warning")
     try:
@@ -354,21 +355,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         simulator = build_bus(args.plugin, raw, addresses)
     else:
         simulator = build_simulator(args.plugin, raw)
-    server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
-        else serve_pty(simulator)
+    units = f" units {args.bus}" if args.bus else ""
+    _serve_until_stopped(simulator, args, lambda where: (
+        f"{args.plugin} simulator{units} on {where} "
+        f"({simulator.port_settings.baudrate} baud); Ctrl-C stops it"))
+    return ExitCode.OK
+
+
+def _serve_until_stopped(simulator: Any, args: argparse.Namespace,
+                         describe: Callable[[str], str]) -> None:
+    """Serve `simulator` on a new pty (or ``--tcp``) until SIGTERM/SIGINT. The path or URL
+    goes first on stdout, alone, so a script can read it; `describe` says the rest on
+    stderr."""
+    from bmslogger.simline import serve_pty, serve_tcp
+
+    try:
+        server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
+            else serve_pty(simulator)
+    except OSError as err:  # the TCP port is taken, or no pty is left
+        raise BmsLoggerError(f"cannot serve: {err.strerror or err}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with server:
         where = (f"socket://{server.address[0]}:{server.address[1]}"
                  if args.tcp is not None else server.path)
-        settings = simulator.port_settings
         print(where, flush=True)
-        units = f" units {args.bus}" if args.bus else ""
-        print(f"{args.plugin} simulator{units} on {where} ({settings.baudrate} baud); "
-              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        print(describe(where), file=sys.stderr, flush=True)
         stop.wait()
-    return ExitCode.OK
 
 
 # --- running unattended: detect ---------------------------------------------------------------
@@ -626,7 +640,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Serve a capture file's device until Ctrl-C; print the pty path (or URL) first."""
     from bmslogger.capture import CaptureError, ReplaySimulator, load_capture
-    from bmslogger.simline import serve_pty, serve_tcp
 
     setup_logging(args.log_level or "warning")
     try:
@@ -634,24 +647,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except CaptureError as err:
         raise UsageError(str(err)) from None
     simulator = ReplaySimulator(capture, timing=args.timing)
-    try:
-        server = serve_tcp(simulator, args.host, args.tcp) if args.tcp is not None \
-            else serve_pty(simulator)
-    except OSError as err:  # the TCP port is taken, or no pty is left
-        raise BmsLoggerError(f"cannot serve the capture: {err.strerror or err}") from None
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with server:
-        where = (f"socket://{server.address[0]}:{server.address[1]}"
-                 if args.tcp is not None else server.path)
-        print(where, flush=True)
-        header = capture.header
-        print(f"replaying {header.get('plugin') or 'a device'} capture {args.file} "
-              f"({len(simulator.answers)} distinct request(s), "
-              f"{simulator.port_settings.baudrate} baud) on {where}; Ctrl-C stops it",
-              file=sys.stderr, flush=True)
-        stop.wait()
+    _serve_until_stopped(simulator, args, lambda where: (
+        f"replaying {capture.header.get('plugin') or 'a device'} capture {args.file} "
+        f"({len(simulator.answers)} distinct request(s), "
+        f"{simulator.port_settings.baudrate} baud) on {where}; Ctrl-C stops it"))
     print(f"{simulator.answered} answer(s) sent, "
           f"{simulator.ignored['unknown request']} unknown request(s) left unanswered",
           file=sys.stderr)
