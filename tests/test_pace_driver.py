@@ -167,7 +167,7 @@ def test_three_packs_every_variant_give_every_packs_values(variant):
         result = driver.poll()
     assert result.errors == [] and result.complete
     assert result.requests == result.answered == 3
-    assert sim.request_log == [(0x90, None), (0x42, 0xFF), (0x44, 0xFF)]
+    assert list(sim.request_log) == [(0x90, None), (0x42, 0xFF), (0x44, 0xFF)]
     assert packs_of(result) == {"1", "2", "3"}
     assert assert_matches(result, sim) > 3 * 100
     cells = [pt for pt in result.points if pt.measurement == "cell"]
@@ -208,7 +208,7 @@ def test_firmware_that_answers_ff_with_the_first_pack_only():
     with bench(sim) as driver:
         result = driver.poll()
     assert result.complete and packs_of(result) == {"1", "2", "3"}
-    assert sim.request_log == [(0x90, None), (0x42, 0xFF), (0x42, 2), (0x42, 3),
+    assert list(sim.request_log) == [(0x90, None), (0x42, 0xFF), (0x42, 2), (0x42, 3),
                                (0x44, 0xFF), (0x44, 2), (0x44, 3)]
     assert_matches(result, sim)
     sim.request_log.clear()
@@ -233,7 +233,7 @@ def test_per_pack_always_with_a_pack_list_skips_the_count():
     with bench(sim, per_pack="always", packs=[1, 2]) as driver:
         result = driver.poll()
     assert result.complete
-    assert sim.request_log == [(0x42, 1), (0x42, 2), (0x44, 1), (0x44, 2)]
+    assert list(sim.request_log) == [(0x42, 1), (0x42, 2), (0x44, 1), (0x44, 2)]
     assert_matches(result, sim)
 
 

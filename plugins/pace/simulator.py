@@ -17,7 +17,7 @@ damaged request, RTN 04 for a command it does not know.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from bmslogger.errors import ChecksumError, ProtocolError
@@ -190,7 +190,7 @@ class PaceSimulator(Simulator):
         #: every request it answered or refused, by CID2
         self.requests_received: Counter[int] = Counter()
         #: (CID2, COMMAND or None) of each request, in order
-        self.request_log: list[tuple[int, int | None]] = []
+        self.request_log: deque[tuple[int, int | None]] = deque(maxlen=1000)
         #: write commands received (this logger never sends any)
         self.writes_received: list[tuple[int, bytes]] = []
         self._alternate: tuple[bytes, bytes] = (b"", b"")
